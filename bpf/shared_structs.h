@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every struct and constant shared between the XDP program and user space.
+ *
+ * This header is the ABI. pkg/abi mirrors it once in Go, and
+ * pkg/abi's layout test compares that mirror against the BTF of the compiled
+ * object, so a change here that is not mirrored fails the build's tests.
+ *
+ * Rules: fixed-width types only, explicit padding so that no struct has holes
+ * the compiler fills on its own, sizes a multiple of 8 where a u64 is present.
+ * Fields marked "net" are in network byte order, as they appear on the wire;
+ * everything else is host order.
+ */
+#ifndef XDPLB_SHARED_STRUCTS_H
+#define XDPLB_SHARED_STRUCTS_H
+
+/* Compiled-in ceilings for the maps whose size the verifier must know.
+ * The loader may shrink or grow the resizable maps before load
+ * (see pkg/dataplane.Sizes); these are the defaults. */
+#define XDPLB_MAX_SERVICES 256
+#define XDPLB_MAX_BACKENDS 4096 /* backend ids run 1..MAX; 0 means "none" */
+#define XDPLB_MAX_FLOWS 1048576
+#define XDPLB_MAX_IFACES 64
+
+/* How many consecutive source ports a new flow tries before it gives up
+ * with XDPLB_R_DROP_NO_SNAT_PORT. Bounded so the verifier can unroll it. */
+#define XDPLB_SNAT_PROBES 32
+
+/* Key of the services map: which VIP:port/proto a packet is addressed to. */
+struct svc_key {
+	__u32 vip;  /* net */
+	__u16 port; /* net: the listen port */
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+};
+
+/* Value of the services map. */
+struct svc_info {
+	__u32 id;          /* index into maglev_outer and svc_stats, 0..MAX_SERVICES-1 */
+	__u16 target_port; /* net: the port on the backends */
+	__u16 flags;       /* reserved, 0 */
+};
+
+/*
+ * Maglev tables live in per-service inner arrays of an ARRAY_OF_MAPS, so that
+ * user space can build a new table aside and swap it in with one update:
+ * the data path never sees half a table. Slot 0 of each inner array holds the
+ * table size M (a prime); slots 1..M hold backend ids. Keeping M inside the
+ * inner map means table and size are swapped together.
+ */
+#define XDPLB_MAGLEV_SIZE_SLOT 0
+
+/* Backend flags. */
+#define XDPLB_BACKEND_F_ACTIVE (1 << 0) /* slot in use; flows to it are valid */
+
+/* Value of the backends array, indexed by backend id. */
+struct backend {
+	__u32 ip;      /* net */
+	__u32 ifindex; /* LB interface that reaches it (XDP_TX if it is the ingress one) */
+	__u8 mac[6];
+	__u16 flags; /* XDPLB_BACKEND_F_* */
+};
+
+/* Value of the ifaces map, keyed by ifindex: the LB's own address on each
+ * attached interface. The address is the VIP there and the SNAT source for
+ * backends reached through it. */
+struct iface_info {
+	__u32 ip; /* net */
+	__u8 mac[6];
+	__u16 pad;
+};
+
+/* A 5-tuple as seen on the wire. Key of both conntrack maps. */
+struct flow_key {
+	__u32 saddr; /* net */
+	__u32 daddr; /* net */
+	__u16 sport; /* net */
+	__u16 dport; /* net */
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* Conntrack states. A flow is "closing" once either side sent FIN or RST;
+ * it then ages out on the short timeout. */
+#define XDPLB_CT_NEW 0         /* TCP: SYN seen, no reply yet */
+#define XDPLB_CT_ESTABLISHED 1 /* TCP after the first reply, and all UDP */
+#define XDPLB_CT_CLOSING 2
+
+/*
+ * ct_fwd: keyed by the client's 5-tuple {client, vip, cport, vport, proto}.
+ * Tells a client packet which backend and which SNAT port its flow owns.
+ */
+struct ct_fwd {
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last client packet */
+	__u32 backend_id;
+	__u32 snat_ip;     /* net: LB address on the backend's interface */
+	__u16 snat_port;   /* net */
+	__u8 state;        /* XDPLB_CT_* as seen from the client side */
+	__u8 pad;
+	__u32 svc_id;
+	/* net: the backend port the flow was opened to. Pinned per flow, not read
+	 * from services on every packet: the ct_rev key holds it, so a service
+	 * whose target port changes (or that is deleted) must not redirect the
+	 * flow's later packets to a port its reply mapping does not know. */
+	__u16 backend_port;
+	__u8 pad2[6];
+};
+
+/*
+ * ct_rev: keyed by the backend's reply 5-tuple
+ * {backend, snat_ip, bport, snat_port, proto}. Inserting it with BPF_NOEXIST
+ * is what allocates the SNAT port: the port is free for that backend
+ * endpoint exactly when the insert succeeds.
+ */
+struct ct_rev {
+	__u64 last_seen_ns; /* of the last backend packet */
+	__u32 client_ip;    /* net */
+	__u32 vip;          /* net */
+	__u16 client_port;  /* net */
+	__u16 vport;        /* net */
+	__u32 client_ifindex;
+	__u8 client_mac[6]; /* L2 source of the client's packets: the reply's L2 destination */
+	__u8 state;         /* XDPLB_CT_* as seen from the backend side */
+	__u8 pad;
+	__u32 backend_id;
+	__u32 svc_id; /* for the reply direction's service counters */
+};
+
+/* Config flags. */
+/* Set when the program runs in native mode: partial checksums must then be
+ * completed by the program, because the skb that carried the "partial" mark
+ * is gone by the time the frame leaves. In generic mode the mark survives and
+ * the egress path completes the sum, so the program keeps it partial. */
+#define XDPLB_CFG_F_COMPLETE_PARTIAL (1 << 0)
+
+/* The single entry of the config array. */
+struct lb_config {
+	__u64 tcp_established_timeout_ns;
+	__u64 tcp_closing_timeout_ns; /* also bounds a flow that never got past SYN */
+	__u64 udp_timeout_ns;
+	__u16 snat_port_min; /* host order, inclusive */
+	__u16 snat_port_max; /* host order, inclusive */
+	__u32 flags;         /* XDPLB_CFG_F_* */
+};
+
+/* Per-CPU counters for one service or one backend. */
+struct stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 new_flows;
+};
+
+/* Why a packet got the verdict it got: one per-CPU counter each. Append
+ * only; the numbers are part of the ABI and of the metric names. */
+enum xdplb_reason {
+	XDPLB_R_PASS_NOT_IPV4 = 0,  /* ARP, IPv6, anything that is not IPv4 */
+	XDPLB_R_PASS_NOT_OURS,      /* IPv4 to no service and no tracked flow */
+	XDPLB_R_PASS_MALFORMED,     /* truncated or invalid headers: left to the kernel */
+	XDPLB_R_PASS_FRAGMENT,      /* a non-first fragment: carries no ports, cannot be ours to steer */
+	XDPLB_R_DROP_FRAGMENT,      /* a first fragment of a service or tracked flow */
+	XDPLB_R_PASS_NO_BACKEND,    /* service has no backend taking new flows */
+	XDPLB_R_DROP_NO_SNAT_PORT,  /* every probed source port to that backend was taken */
+	XDPLB_R_DROP_NO_IFACE,      /* backend reached through an interface we do not know */
+	XDPLB_R_FWD_NEW_FLOW,       /* first packet of a new flow, sent to its backend */
+	XDPLB_R_FWD,                /* packet of a tracked flow, sent to its backend */
+	XDPLB_R_REPLY,              /* backend reply translated back to the client */
+	XDPLB_R_ICMP_ERROR_TO_CLIENT, /* ICMP error about a tracked flow, translated */
+	XDPLB_R_PASS_ICMP,          /* ICMP not about a tracked flow */
+	XDPLB_R_DROP_BACKEND_GONE,  /* tracked flow whose backend no longer exists and cannot be re-picked */
+	XDPLB_R_MAX,
+};
+
+#endif /* XDPLB_SHARED_STRUCTS_H */

@@ -1,0 +1,199 @@
+// Package abi mirrors bpf/shared_structs.h: the structs and constants the XDP
+// program and user space exchange through BPF maps.
+//
+// This is the only Go copy of that ABI. Field order, sizes and padding match
+// the C header exactly; layout_test.go checks them against the BTF that clang
+// emitted for the compiled object, so drift fails the tests instead of
+// corrupting maps. Fields documented "net" hold network byte order.
+package abi
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"unsafe"
+)
+
+// Defaults mirrored from the C header.
+const (
+	MaxServices    = 256
+	MaxBackends    = 4096
+	MaxFlows       = 1 << 20
+	MaxIfaces      = 64
+	SNATProbes     = 32
+	MaglevSizeSlot = 0
+)
+
+// Backend flags.
+const BackendActive uint16 = 1 << 0
+
+// Conntrack states.
+const (
+	CTNew         uint8 = 0
+	CTEstablished uint8 = 1
+	CTClosing     uint8 = 2
+)
+
+// Config flags.
+const CfgCompletePartial uint32 = 1 << 0
+
+// SvcKey is struct svc_key.
+type SvcKey struct {
+	VIP   uint32 // net
+	Port  uint16 // net
+	Proto uint8
+	Pad   uint8
+}
+
+// SvcInfo is struct svc_info.
+type SvcInfo struct {
+	ID         uint32
+	TargetPort uint16 // net
+	Flags      uint16
+}
+
+// Backend is struct backend.
+type Backend struct {
+	IP      uint32 // net
+	IfIndex uint32
+	MAC     [6]byte
+	Flags   uint16
+}
+
+// IfaceInfo is struct iface_info.
+type IfaceInfo struct {
+	IP  uint32 // net
+	MAC [6]byte
+	Pad uint16
+}
+
+// FlowKey is struct flow_key.
+type FlowKey struct {
+	SAddr uint32 // net
+	DAddr uint32 // net
+	SPort uint16 // net
+	DPort uint16 // net
+	Proto uint8
+	Pad   [3]byte
+}
+
+// CTFwd is struct ct_fwd.
+type CTFwd struct {
+	LastSeenNs uint64
+	BackendID  uint32
+	SNATIP     uint32 // net
+	SNATPort   uint16 // net
+	State      uint8
+	Pad        uint8
+	SvcID      uint32
+	// BackendPort is the backend port the flow was opened to (net), pinned
+	// per flow because the ct_rev key holds it.
+	BackendPort uint16
+	Pad2        [6]byte
+}
+
+// CTRev is struct ct_rev.
+type CTRev struct {
+	LastSeenNs    uint64
+	ClientIP      uint32 // net
+	VIP           uint32 // net
+	ClientPort    uint16 // net
+	VPort         uint16 // net
+	ClientIfIndex uint32
+	ClientMAC     [6]byte
+	State         uint8
+	Pad           uint8
+	BackendID     uint32
+	SvcID         uint32 // service of the flow, for reply-direction counters
+}
+
+// Config is struct lb_config.
+type Config struct {
+	TCPEstablishedTimeoutNs uint64
+	TCPClosingTimeoutNs     uint64
+	UDPTimeoutNs            uint64
+	SNATPortMin             uint16
+	SNATPortMax             uint16
+	Flags                   uint32
+}
+
+// Stats is struct stats.
+type Stats struct {
+	Packets  uint64
+	Bytes    uint64
+	NewFlows uint64
+}
+
+// Reason is enum xdplb_reason.
+type Reason uint32
+
+const (
+	ReasonPassNotIPv4 Reason = iota
+	ReasonPassNotOurs
+	ReasonPassMalformed
+	ReasonPassFragment
+	ReasonDropFragment
+	ReasonPassNoBackend
+	ReasonDropNoSNATPort
+	ReasonDropNoIface
+	ReasonFwdNewFlow
+	ReasonFwd
+	ReasonReply
+	ReasonICMPErrorToClient
+	ReasonPassICMP
+	ReasonDropBackendGone
+	ReasonMax
+)
+
+var reasonNames = [...]string{
+	"pass_not_ipv4", "pass_not_ours", "pass_malformed", "pass_fragment", "drop_fragment",
+	"pass_no_backend", "drop_no_snat_port", "drop_no_iface", "fwd_new_flow", "fwd",
+	"reply", "icmp_error_to_client", "pass_icmp", "drop_backend_gone",
+}
+
+// String is the metric label for the reason.
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// Compile-time size checks; the BTF test checks offsets too.
+var (
+	_ [8 - unsafe.Sizeof(SvcKey{})]struct{}
+	_ [unsafe.Sizeof(SvcKey{}) - 8]struct{}
+	_ [16 - unsafe.Sizeof(Backend{})]struct{}
+	_ [unsafe.Sizeof(Backend{}) - 16]struct{}
+	_ [32 - unsafe.Sizeof(CTFwd{})]struct{}
+	_ [unsafe.Sizeof(CTFwd{}) - 32]struct{}
+	_ [40 - unsafe.Sizeof(CTRev{})]struct{}
+	_ [unsafe.Sizeof(CTRev{}) - 40]struct{}
+)
+
+// IPv4 converts an address to the "net" representation the maps hold: the
+// four bytes in wire order, read as a native-endian integer.
+func IPv4(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+// AddrFromIPv4 is the inverse of IPv4.
+func AddrFromIPv4(v uint32) netip.Addr {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
+
+// Port converts a host-order port to the "net" representation.
+func Port(p uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], p)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+// PortFromNet is the inverse of Port.
+func PortFromNet(v uint16) uint16 {
+	var b [2]byte
+	binary.NativeEndian.PutUint16(b[:], v)
+	return binary.BigEndian.Uint16(b[:])
+}
