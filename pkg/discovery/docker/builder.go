@@ -1,0 +1,410 @@
+// Package docker discovers backends from Docker containers: which containers
+// opted in through labels, which services they form, and how the load
+// balancer reaches them. Build is the pure part: containers in, desired
+// state out, so every rule is testable without an engine.
+package docker
+
+import (
+	"cmp"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/xdplb/xdplb/pkg/lbmodel"
+)
+
+// Endpoint is a container's attachment to one Docker network.
+type Endpoint struct {
+	Network string
+	IP      netip.Addr
+	MAC     net.HardwareAddr
+}
+
+// Container is what Build needs to know about one container.
+type Container struct {
+	ID, Name string // Name without the leading "/"
+	Labels   map[string]string
+	Running  bool
+	Paused   bool
+	Health   string // "" (no HEALTHCHECK), "starting", "healthy", "unhealthy"
+	Stopping bool   // a kill/stop event was seen and no die yet: drain
+	Networks []Endpoint
+}
+
+// SelfEndpoint is the load balancer's own attachment to one network: its
+// address there is the VIP for services reached through it.
+type SelfEndpoint struct {
+	Network string
+	IP      netip.Addr
+	MAC     net.HardwareAddr
+	IfIndex int
+}
+
+// Self is the load balancer's own container.
+type Self struct {
+	ContainerID string
+	Networks    []SelfEndpoint
+}
+
+// Problem is a container left out, or a label ignored, and why.
+type Problem struct {
+	ContainerID, ContainerName, Label, Value, Reason string
+}
+
+// String is a one-line message naming the container, the label and its
+// value (when a label is at fault), and the reason.
+func (p Problem) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "container %q (%s)", p.ContainerName, abbrevID(p.ContainerID))
+	if p.Label != "" {
+		fmt.Fprintf(&b, ": label %s=%q", p.Label, p.Value)
+	}
+	b.WriteString(": ")
+	b.WriteString(p.Reason)
+	return b.String()
+}
+
+// abbrevID is Docker's 12-character short form.
+func abbrevID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// Health values and weight reasons. "none" is what the engine reports for
+// a container whose image defines no HEALTHCHECK in some versions; it means
+// the same as "".
+const (
+	healthNone    = "none"
+	healthHealthy = "healthy"
+
+	ReasonRunning  = "running"  // no HEALTHCHECK: running is all we know
+	ReasonHealthy  = "healthy"  // HEALTHCHECK passes
+	ReasonStopping = "stopping" // stop/kill seen: drain, let flows finish
+	ReasonPaused   = "paused"   // frozen: it would accept SYNs and never answer
+	ReasonLabel    = "label"    // <prefix>.weight=0: drained by the operator
+	// Any other health status ("starting", "unhealthy") is its own reason.
+)
+
+// candidate is a container that passed its own checks and will be a
+// backend of its service unless its service loses a conflict.
+type candidate struct {
+	c        Container
+	s        Settings
+	ep       Endpoint
+	self     SelfEndpoint
+	weight   uint32
+	reason   string
+	specKey  string // canonical form of s.Ports, to compare replicas
+	listenOK bool   // agrees with its service's winning listen spec
+}
+
+// Build computes the desired state from the containers, as seen by the load
+// balancer self. prefix is the label namespace ("" means
+// DefaultLabelPrefix). The containers' order does not matter; the result is
+// sorted (services by name then port, backends by ID, VIPs by address,
+// problems by container then label).
+//
+// Rules, beyond what the labels say:
+//   - self is never a backend. Containers neither running nor stopping are
+//     silently left out (they are not backends, and not a mistake).
+//   - The network the LB reaches a container on is <prefix>.network, else
+//     the first (by name) network both share with IPv4 addresses on both
+//     sides. None: Problem naming both sides' networks.
+//   - Weight is the label's, but 0 while stopping, paused, or with a health
+//     status other than healthy; Backend.Reason says which.
+//   - Replicas of one service that disagree on <prefix>.listen: the spec
+//     held by most replicas wins (a tie goes to the spec of the replica with
+//     the smallest container ID); the others are left out with a Problem.
+//     Voting keeps one misconfigured replica, typically the newest, from
+//     taking the service down, and ties break the same way on every
+//     rebuild.
+//   - Two services claiming the same listen port/proto: that port of both is
+//     left out, with a Problem for each of their containers naming the
+//     other service(s). Their other ports keep working. Build is stateless,
+//     so it cannot tell which one was there first, and guessing would make
+//     the winner depend on container IDs.
+//   - VIPs of a service are the LB's addresses on every network where the
+//     service has a backend, draining ones included so their flows can end.
+func Build(self Self, containers []Container, prefix string) (lbmodel.State, []Problem) {
+	if prefix == "" {
+		prefix = DefaultLabelPrefix
+	}
+	listenKey := LabelKey(prefix, LabelListen)
+	var problems []Problem
+	problem := func(c Container, label, value, format string, args ...any) {
+		problems = append(problems, Problem{ContainerID: c.ID, ContainerName: c.Name, Label: label, Value: value, Reason: fmt.Sprintf(format, args...)})
+	}
+
+	selfNets := map[string]SelfEndpoint{}
+	var selfNames []string
+	for _, se := range self.Networks {
+		selfNets[se.Network] = se
+		selfNames = append(selfNames, se.Network)
+	}
+
+	sorted := slices.Clone(containers)
+	slices.SortStableFunc(sorted, func(a, b Container) int { return cmp.Compare(a.ID, b.ID) })
+	sorted = slices.CompactFunc(sorted, func(a, b Container) bool { return a.ID == b.ID })
+
+	// Per-container checks.
+	byService := map[string][]*candidate{}
+	for _, c := range sorted {
+		if isSelf(self.ContainerID, c.ID) || (!c.Running && !c.Stopping) {
+			continue
+		}
+		s, errs, warnings := ParseLabels(c, prefix)
+		problems = append(problems, warnings...)
+		problems = append(problems, errs...)
+		if !s.Enabled || len(errs) > 0 {
+			continue
+		}
+		ep, se, ok := chooseNetwork(c, s.Network, selfNets)
+		if !ok {
+			_, attached := selfNets[s.Network]
+			switch {
+			case s.Network != "" && !attached:
+				problem(c, LabelKey(prefix, LabelNetwork), s.Network,
+					"the load balancer is not attached to network %q (it is on %s)", s.Network, networkList(selfNames))
+			case s.Network != "":
+				problem(c, LabelKey(prefix, LabelNetwork), s.Network,
+					"no IPv4 address on network %q (container %s, load balancer %s)",
+					s.Network, addrOrNone(ep.IP), addrOrNone(se.IP))
+			default:
+				problem(c, "", "",
+					"no network shared with the load balancer with IPv4 on both sides: container is on %s, load balancer on %s; attach both to one network or set %s",
+					describeNetworks(c.Networks), describeSelfNetworks(self.Networks), LabelKey(prefix, LabelNetwork))
+			}
+			continue
+		}
+		weight, reason := effectiveWeight(c, s.Weight)
+		byService[s.Service] = append(byService[s.Service], &candidate{
+			c: c, s: s, ep: ep, self: se, weight: weight, reason: reason, specKey: portsKey(s.Ports),
+		})
+	}
+
+	// Each service's listen spec, by majority of its replicas.
+	type portKey struct {
+		listen uint16
+		proto  lbmodel.Proto
+	}
+	specs := map[string][]lbmodel.Port{}
+	claims := map[portKey][]string{} // listen port -> services claiming it
+	for name, cands := range byService {
+		winner := majoritySpec(cands)
+		votes := 0
+		for _, cd := range cands {
+			if cd.specKey == winner.specKey {
+				cd.listenOK = true
+				votes++
+			}
+		}
+		for _, cd := range cands {
+			if !cd.listenOK {
+				problem(cd.c, listenKey, cd.s.Listen,
+					"service %q listens on %s (the spec of %d of its %d containers); this container disagrees and is left out",
+					name, winner.specKey, votes, len(cands))
+			}
+		}
+		specs[name] = winner.s.Ports
+		for _, p := range winner.s.Ports {
+			k := portKey{p.Listen, p.Proto}
+			claims[k] = append(claims[k], name)
+		}
+	}
+
+	// Listen conflicts between services.
+	conflicted := map[string]map[portKey]bool{}
+	for k, names := range claims {
+		if len(names) < 2 {
+			continue
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			if conflicted[name] == nil {
+				conflicted[name] = map[portKey]bool{}
+			}
+			conflicted[name][k] = true
+			others := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == name })
+			for _, cd := range byService[name] {
+				if cd.listenOK {
+					problem(cd.c, listenKey, cd.s.Listen,
+						"service %q and service %s both listen on %d/%s; that port of both is left out",
+						name, quoteJoin(others), k.listen, k.proto)
+				}
+			}
+		}
+	}
+
+	var st lbmodel.State
+	for name, cands := range byService {
+		var backends []lbmodel.Backend
+		var vips []netip.Addr
+		for _, cd := range cands {
+			if !cd.listenOK {
+				continue
+			}
+			backends = append(backends, lbmodel.Backend{
+				ID: cd.c.ID, Name: cd.c.Name, IP: cd.ep.IP, MAC: cd.ep.MAC,
+				IfIndex: cd.self.IfIndex, Weight: cd.weight, Reason: cd.reason,
+			})
+			vips = append(vips, cd.self.IP)
+		}
+		slices.SortFunc(backends, func(a, b lbmodel.Backend) int { return cmp.Compare(a.ID, b.ID) })
+		slices.SortFunc(vips, netip.Addr.Compare)
+		vips = slices.Compact(vips)
+		for _, p := range specs[name] {
+			if conflicted[name][portKey{p.Listen, p.Proto}] {
+				continue
+			}
+			// Each Service gets its own slices: consumers may keep or
+			// modify one without touching its siblings.
+			st.Services = append(st.Services, lbmodel.Service{
+				Name: name, Port: p, VIPs: slices.Clone(vips), Backends: slices.Clone(backends),
+			})
+		}
+	}
+	slices.SortFunc(st.Services, func(a, b lbmodel.Service) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), comparePorts(a.Port, b.Port))
+	})
+	slices.SortStableFunc(problems, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(a.ContainerName, b.ContainerName), cmp.Compare(a.ContainerID, b.ContainerID),
+			cmp.Compare(a.Label, b.Label), cmp.Compare(a.Value, b.Value), cmp.Compare(a.Reason, b.Reason))
+	})
+	return st, problems
+}
+
+// isSelf matches the LB's own ID, full or abbreviated (a container's
+// hostname is its 12-character short ID, which is one way self is found).
+func isSelf(selfID, id string) bool {
+	if selfID == "" {
+		return false
+	}
+	if selfID == id {
+		return true
+	}
+	return len(selfID) >= 12 && len(id) >= 12 && (strings.HasPrefix(id, selfID) || strings.HasPrefix(selfID, id))
+}
+
+// chooseNetwork picks the container endpoint the LB will reach it on, and
+// the LB's own endpoint on that network. want is the <prefix>.network label,
+// "" to choose: the first shared network by name with IPv4 on both sides.
+// When want is given and unusable, the endpoints found are returned for the
+// message.
+func chooseNetwork(c Container, want string, selfNets map[string]SelfEndpoint) (Endpoint, SelfEndpoint, bool) {
+	eps := slices.Clone(c.Networks)
+	slices.SortStableFunc(eps, func(a, b Endpoint) int { return cmp.Compare(a.Network, b.Network) })
+	for _, ep := range eps {
+		if want != "" && ep.Network != want {
+			continue
+		}
+		se, shared := selfNets[ep.Network]
+		if want != "" {
+			return ep, se, shared && ep.IP.Is4() && se.IP.Is4()
+		}
+		if shared && ep.IP.Is4() && se.IP.Is4() {
+			return ep, se, true
+		}
+	}
+	return Endpoint{}, SelfEndpoint{}, false
+}
+
+// effectiveWeight is the weight a backend gets now, and why. Draining states
+// win over the label: a stopping container must drain even at weight 5.
+func effectiveWeight(c Container, labelWeight uint32) (uint32, string) {
+	switch {
+	case c.Stopping:
+		return 0, ReasonStopping
+	case c.Paused:
+		return 0, ReasonPaused
+	case c.Health != "" && c.Health != healthNone && c.Health != healthHealthy:
+		return 0, c.Health
+	case labelWeight == 0:
+		return 0, ReasonLabel
+	case c.Health == healthHealthy:
+		return labelWeight, ReasonHealthy
+	}
+	return labelWeight, ReasonRunning
+}
+
+// majoritySpec returns a candidate holding the listen spec most candidates
+// hold; on a tie, the one whose holder has the smallest container ID.
+// cands are in container ID order.
+func majoritySpec(cands []*candidate) *candidate {
+	count := map[string]int{}
+	for _, cd := range cands {
+		count[cd.specKey]++
+	}
+	var best *candidate
+	for _, cd := range cands { // first holder of each spec has its smallest ID
+		if best == nil || count[cd.specKey] > count[best.specKey] {
+			best = cd
+		}
+	}
+	return best
+}
+
+// portsKey is a canonical form of a port list: replicas writing the same
+// ports in a different order agree.
+func portsKey(ports []lbmodel.Port) string {
+	ps := slices.Clone(ports)
+	slices.SortFunc(ps, comparePorts)
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func comparePorts(a, b lbmodel.Port) int {
+	return cmp.Or(cmp.Compare(a.Listen, b.Listen), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Target, b.Target))
+}
+
+func quoteJoin(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = fmt.Sprintf("%q", n)
+	}
+	return strings.Join(q, ", ")
+}
+
+func addrOrNone(a netip.Addr) string {
+	if !a.IsValid() {
+		return "has none"
+	}
+	return "has " + a.String()
+}
+
+func describeNetworks(eps []Endpoint) string {
+	if len(eps) == 0 {
+		return "no network"
+	}
+	parts := make([]string, len(eps))
+	for i, e := range eps {
+		parts[i] = e.Network + " (" + addrString(e.IP) + ")"
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}
+
+func describeSelfNetworks(eps []SelfEndpoint) string {
+	if len(eps) == 0 {
+		return "no network"
+	}
+	parts := make([]string, len(eps))
+	for i, e := range eps {
+		parts[i] = e.Network + " (" + addrString(e.IP) + ")"
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return "no address"
+	}
+	return a.String()
+}
