@@ -91,7 +91,7 @@ struct flow_key {
  * Tells a client packet which backend and which SNAT port its flow owns.
  */
 struct ct_fwd {
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last client packet */
+	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, tick resolution) of the last client packet */
 	__u32 backend_id;
 	__u32 snat_ip;     /* net: LB address on the backend's interface */
 	__u16 snat_port;   /* net */

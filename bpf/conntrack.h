@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Connection tracking: flow validity, state, expiry, creation and SNAT
+ * source port allocation.
+ *
+ * State handling. ct_fwd.state is what the forward path judges expiry by;
+ * ct_rev.state is the backend side's view. Both only move forward
+ * (NEW -> ESTABLISHED -> CLOSING). A transition seen on one side is copied
+ * to the other entry at the moment it happens (one extra lookup, once per
+ * flow and transition), so each entry's state is right on its own and user
+ * space GC need not combine them for state. Activity is different: each
+ * entry's last_seen only tracks its own direction, so GC must take the
+ * newer of the two before expiring a flow; the data path only looks at
+ * ct_fwd's, on client packets.
+ */
+#ifndef XDPLB_CONNTRACK_H
+#define XDPLB_CONNTRACK_H
+
+#include "maps.h"
+#include "hash.h"
+#include "maglev.h"
+#include "parse.h"
+
+/* Everything the forward rewrite needs about a flow's backend side. */
+struct flow_target {
+	const struct backend *be;
+	const struct iface_info *ifc;
+	__u32 backend_id;
+	__u32 svc_id;
+	__u32 snat_ip;       /* net */
+	__u16 snat_port;     /* net */
+	__u16 backend_port;  /* net */
+};
+
+/* last_seen is rewritten only when it is older than this fraction of the
+ * flow's timeout, capped at one second: a write on every packet would
+ * bounce the entry's cache line between the CPUs of one busy flow. The cost
+ * is that a flow may be judged idle up to min(timeout/16, 1 s) early. */
+#define CT_TOUCH_SHIFT 4
+#define CT_TOUCH_MAX_NS 1000000000ULL
+
+static __always_inline __u64 ct_timeout(const struct lb_config *cfg, __u8 proto, __u8 state)
+{
+	if (proto == IPPROTO_UDP)
+		return cfg->udp_timeout_ns;
+	if (state == XDPLB_CT_ESTABLISHED)
+		return cfg->tcp_established_timeout_ns;
+	/* NEW too: a SYN that never got an answer must not hold its SNAT
+	 * port for the established timeout. */
+	return cfg->tcp_closing_timeout_ns;
+}
+
+static __always_inline int ct_expired(__u64 now, __u64 last_seen, __u64 timeout)
+{
+	return now > last_seen && now - last_seen > timeout;
+}
+
+static __always_inline void ct_touch(__u64 *last_seen, __u64 now, __u64 timeout)
+{
+	__u64 slack = timeout >> CT_TOUCH_SHIFT;
+
+	if (slack > CT_TOUCH_MAX_NS)
+		slack = CT_TOUCH_MAX_NS;
+	if (now > *last_seen && now - *last_seen >= slack)
+		*last_seen = now;
+}
+
+/* The state a TCP segment moves a flow to, never backwards. */
+static __always_inline __u8 ct_next_state(const struct packet *pkt, __u8 state, int is_reply)
+{
+	if (tcp_is_fin_or_rst(pkt))
+		return XDPLB_CT_CLOSING;
+	if (is_reply && state == XDPLB_CT_NEW)
+		return XDPLB_CT_ESTABLISHED;
+	return state;
+}
+
+/* Key of a flow's ct_rev entry: the 5-tuple of the backend's replies. */
+static __always_inline void ct_rev_key(struct flow_key *rk, __u32 be_ip, __u32 snat_ip,
+				       __u16 backend_port, __u16 snat_port, __u8 proto)
+{
+	__builtin_memset(rk, 0, sizeof(*rk));
+	rk->saddr = be_ip;
+	rk->daddr = snat_ip;
+	rk->sport = backend_port;
+	rk->dport = snat_port;
+	rk->proto = proto;
+}
+
+/* Key of a flow's ct_fwd entry, from its ct_rev entry. */
+static __always_inline void ct_fwd_key(struct flow_key *fk, const struct ct_rev *rev, __u8 proto)
+{
+	__builtin_memset(fk, 0, sizeof(*fk));
+	fk->saddr = rev->client_ip;
+	fk->daddr = rev->vip;
+	fk->sport = rev->client_port;
+	fk->dport = rev->vport;
+	fk->proto = proto;
+}
+
+/* Outcome of looking at a tracked flow on a client packet. */
+enum ct_check {
+	CT_USE,       /* forward on it */
+	CT_RENEW,     /* expired, or a SYN reusing a closing flow's ports: recreate */
+	CT_GONE,      /* its backend left: re-pick */
+	CT_NO_IFACE,  /* backend behind an interface we lost */
+};
+
+/* Fill *t from a flow's ct_fwd entry, checking that it may still be used. */
+static __always_inline enum ct_check ct_fwd_target(const struct ct_fwd *fwd,
+						   struct flow_target *t)
+{
+	__u32 id = fwd->backend_id;
+	const struct backend *be = bpf_map_lookup_elem(&backends, &id);
+	const struct iface_info *ifc;
+	__u32 ifindex;
+
+	if (!be || !(be->flags & XDPLB_BACKEND_F_ACTIVE))
+		return CT_GONE;
+	ifindex = be->ifindex;
+	ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
+	if (!ifc)
+		return CT_NO_IFACE;
+	t->be = be;
+	t->ifc = ifc;
+	t->backend_id = id;
+	t->svc_id = fwd->svc_id;
+	t->snat_ip = fwd->snat_ip;
+	t->snat_port = fwd->snat_port;
+	t->backend_port = fwd->backend_port;
+	return CT_USE;
+}
+
+/*
+ * A client packet hit ct_fwd: decide whether the flow is still good, and if
+ * so update its state and activity. On CT_RENEW and CT_GONE the caller
+ * deletes the flow (ct_delete) and treats the packet as a new flow.
+ */
+static __always_inline enum ct_check ct_fwd_use(struct ct_fwd *fwd, const struct packet *pkt,
+						const struct lb_config *cfg, __u64 now,
+						struct flow_target *t)
+{
+	enum ct_check res = ct_fwd_target(fwd, t);
+	__u8 state = fwd->state, next;
+
+	if (res != CT_USE)
+		return res;
+	/* A new connection on a closing flow's 4-tuple (the client reuses
+	 * its port): give it a fresh flow and SNAT port, rather than feed
+	 * the SYN to a backend socket that may still be in TIME_WAIT. */
+	if (state == XDPLB_CT_CLOSING && tcp_is_syn(pkt))
+		return CT_RENEW;
+	if (ct_expired(now, fwd->last_seen_ns, ct_timeout(cfg, pkt->key.proto, state)))
+		return CT_RENEW;
+
+	next = ct_next_state(pkt, state, 0);
+	if (next != state) {
+		struct flow_key rk;
+		struct ct_rev *rev;
+
+		fwd->state = next;
+		ct_rev_key(&rk, t->be->ip, t->snat_ip, t->backend_port, t->snat_port,
+			   pkt->key.proto);
+		rev = bpf_map_lookup_elem(&ct_rev, &rk);
+		if (rev && rev->state < next)
+			rev->state = next;
+		state = next;
+	}
+	ct_touch(&fwd->last_seen_ns, now, ct_timeout(cfg, pkt->key.proto, state));
+	return CT_USE;
+}
+
+/* Delete a flow's two entries. The ct_rev key needs the backend's address;
+ * when the backend slot was already cleared, its ct_rev is left to user
+ * space (PurgeBackendFlows / GC). */
+static __always_inline void ct_delete(const struct flow_key *key, const struct ct_fwd *fwd)
+{
+	__u32 id = fwd->backend_id;
+	const struct backend *be = bpf_map_lookup_elem(&backends, &id);
+	struct flow_key rk;
+
+	if (be && be->ip) {
+		ct_rev_key(&rk, be->ip, fwd->snat_ip, fwd->backend_port, fwd->snat_port, key->proto);
+		bpf_map_delete_elem(&ct_rev, &rk);
+	}
+	bpf_map_delete_elem(&ct_fwd, key);
+}
+
+/*
+ * Claim a SNAT source port towards one backend endpoint: the port is ours
+ * exactly when our ct_rev insert with BPF_NOEXIST succeeds, which makes the
+ * allocation atomic across CPUs without locks. *rk holds the reply key with
+ * every field but the port. The first port tried comes from a hash of the
+ * client's tuple, so that a flow re-created after losing its state (LRU
+ * eviction, restart) usually gets its old port back and keeps working; a
+ * re-opened flow (avoid != 0) starts just past its previous port instead.
+ * Returns the port in host order, or 0 when none was free.
+ */
+static __always_inline __u32 ct_alloc_snat_port(struct flow_key *rk, const struct ct_rev *rv,
+						const struct lb_config *cfg, __u32 hash,
+						__u32 avoid)
+{
+	__u32 min = cfg->snat_port_min, max = cfg->snat_port_max;
+	__u32 n, off, i;
+
+	if (min == 0 || max < min)
+		return 0;
+	n = max - min + 1;
+	if (avoid >= min && avoid <= max)
+		off = (avoid - min + 1) % n;
+	else
+		off = hash % n;
+
+	for (i = 0; i < XDPLB_SNAT_PROBES && i < n; i++) {
+		rk->dport = bpf_htons((__u16)(min + off));
+		if (bpf_map_update_elem(&ct_rev, rk, rv, BPF_NOEXIST) == 0)
+			return min + off;
+		off = off + 1 == n ? 0 : off + 1;
+	}
+	return 0;
+}
+
+/*
+ * Create the flow of a client packet that no valid ct_fwd entry covers.
+ * Returns the verdict reason: XDPLB_R_FWD_NEW_FLOW (or XDPLB_R_FWD when
+ * another CPU created the same flow first) with *t filled, or why not.
+ */
+static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *pkt,
+				       const struct svc_info *svc, const struct lb_config *cfg,
+				       __u64 now, __u32 avoid_port, struct flow_target *t)
+{
+	const struct flow_key *key = &pkt->key;
+	const struct backend *be;
+	const struct iface_info *ifc;
+	struct ct_fwd fv = {};
+	struct ct_rev rv = {};
+	struct flow_key rk;
+	__u32 id, ifindex, port;
+	__u8 state = key->proto == IPPROTO_TCP ? XDPLB_CT_NEW : XDPLB_CT_ESTABLISHED;
+
+	id = maglev_pick(svc->id, flow_hash(key, XDPLB_HASH_SEED_MAGLEV));
+	if (!id)
+		return XDPLB_R_PASS_NO_BACKEND;
+	be = bpf_map_lookup_elem(&backends, &id);
+	if (!be || !(be->flags & XDPLB_BACKEND_F_ACTIVE))
+		return XDPLB_R_PASS_NO_BACKEND;
+	ifindex = be->ifindex;
+	ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
+	if (!ifc)
+		return XDPLB_R_DROP_NO_IFACE;
+
+	rv.last_seen_ns = now;
+	rv.client_ip = key->saddr;
+	rv.vip = key->daddr;
+	rv.client_port = key->sport;
+	rv.vport = key->dport;
+	rv.client_ifindex = ctx->ingress_ifindex;
+	__builtin_memcpy(rv.client_mac, pkt->eth->h_source, ETH_ALEN);
+	rv.state = state;
+	rv.backend_id = id;
+	rv.svc_id = svc->id;
+
+	ct_rev_key(&rk, be->ip, ifc->ip, svc->target_port, 0, key->proto);
+	port = ct_alloc_snat_port(&rk, &rv, cfg, flow_hash(key, XDPLB_HASH_SEED_SNAT), avoid_port);
+	if (!port)
+		return XDPLB_R_DROP_NO_SNAT_PORT;
+
+	fv.last_seen_ns = now;
+	fv.backend_id = id;
+	fv.snat_ip = ifc->ip;
+	fv.snat_port = bpf_htons((__u16)port);
+	fv.state = state;
+	fv.svc_id = svc->id;
+	fv.backend_port = svc->target_port;
+
+	if (bpf_map_update_elem(&ct_fwd, key, &fv, BPF_NOEXIST) != 0) {
+		/* Another CPU created this flow between our lookup and now:
+		 * its entry wins, our port goes back. Only possible when one
+		 * flow's packets are spread over CPUs (no RSS, or RPS). */
+		struct ct_fwd *winner = bpf_map_lookup_elem(&ct_fwd, key);
+
+		if (winner) {
+			bpf_map_delete_elem(&ct_rev, &rk);
+			switch (ct_fwd_target(winner, t)) {
+			case CT_USE:
+				return XDPLB_R_FWD;
+			case CT_NO_IFACE:
+				return XDPLB_R_DROP_NO_IFACE;
+			default:
+				return XDPLB_R_DROP_BACKEND_GONE;
+			}
+		}
+		/* ...and was deleted again meanwhile: ours stands. */
+		bpf_map_update_elem(&ct_fwd, key, &fv, BPF_ANY);
+	}
+
+	t->be = be;
+	t->ifc = ifc;
+	t->backend_id = id;
+	t->svc_id = svc->id;
+	t->snat_ip = fv.snat_ip;
+	t->snat_port = fv.snat_port;
+	t->backend_port = fv.backend_port;
+	return XDPLB_R_FWD_NEW_FLOW;
+}
+
+#endif /* XDPLB_CONNTRACK_H */

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of the data path. The names are the contract with the Go loader
+ * (pkg/dataplane), which finds them by name in the object.
+ */
+#ifndef XDPLB_MAPS_H
+#define XDPLB_MAPS_H
+
+#include "common.h"
+
+/* {vip, listen port, proto} -> service. Several VIPs may name one service. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct svc_key);
+	__type(value, struct svc_info);
+} services SEC(".maps");
+
+/*
+ * Template of the per-service Maglev table. BPF_F_INNER_MAP lets user space
+ * put inner arrays of any size into the outer map, so a service's table can
+ * be rebuilt with another M and swapped in with a single update; the
+ * template's max_entries therefore says nothing about real tables.
+ */
+struct maglev_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, XDPLB_MAX_SERVICES);
+	__type(key, __u32);
+	__array(values, struct maglev_inner);
+} maglev_outer SEC(".maps");
+
+/* Indexed by backend id; id 0 is never used so that 0 can mean "none". */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XDPLB_MAX_BACKENDS + 1);
+	__type(key, __u32);
+	__type(value, struct backend);
+} backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XDPLB_MAX_IFACES);
+	__type(key, __u32);
+	__type(value, struct iface_info);
+} ifaces SEC(".maps");
+
+/*
+ * Conntrack. LRU maps, so that a flood of new flows evicts the coldest flows
+ * instead of failing inserts; user space GC removes expired entries earlier.
+ * ct_fwd and ct_rev entries of one flow are created together and deleted
+ * together, but LRU may evict one without the other: the data path treats a
+ * lone half as absent (a lone ct_rev only makes its SNAT port look busy until
+ * GC removes it).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XDPLB_MAX_FLOWS);
+	__type(key, struct flow_key);
+	__type(value, struct ct_fwd);
+} ct_fwd SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XDPLB_MAX_FLOWS);
+	__type(key, struct flow_key);
+	__type(value, struct ct_rev);
+} ct_rev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XDPLB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct stats);
+} svc_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XDPLB_MAX_BACKENDS + 1);
+	__type(key, __u32);
+	__type(value, struct stats);
+} backend_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XDPLB_R_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} reasons SEC(".maps");
+
+#endif /* XDPLB_MAPS_H */

@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * xdplb data path: a full-NAT IPv4 L4 load balancer (TCP, UDP) at XDP.
+ *
+ *   client:cport -> vip:vport      becomes  snat_ip:snat_port -> backend:bport
+ *   backend:bport -> snat_ip:snat_port  becomes  vip:vport -> client:cport
+ *
+ * Per packet: parse; a tracked client flow is forwarded (ct_fwd); a tracked
+ * backend reply is translated back (ct_rev); the first packet of a flow to a
+ * service picks a backend by Maglev and claims a SNAT port; ICMP errors about
+ * tracked flows are translated for the client. Everything else goes to the
+ * kernel untouched. Every verdict bumps exactly one `reasons` counter.
+ *
+ * The TTL is left alone: with both addresses replaced the balancer is the
+ * flow's endpoint on each side, not a router between them (as a proxy
+ * would be), and a forwarded packet cannot loop back into the balancer,
+ * since it is addressed to a backend, not to a VIP or SNAT port.
+ */
+#include "common.h"
+
+#include "maps.h"
+#include "parse.h"
+#include "csum.h"
+#include "hash.h"
+#include "counters.h"
+#include "maglev.h"
+#include "conntrack.h"
+#include "nat.h"
+#include "icmp.h"
+
+/* Send out of `ifindex`: straight back out when it is where the packet came
+ * in (XDP_TX, no redirect machinery), else through bpf_redirect. */
+static __always_inline int egress(struct xdp_md *ctx, __u32 ifindex)
+{
+	if (ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(ifindex, 0);
+}
+
+static __always_inline int forward_to_backend(struct xdp_md *ctx, struct packet *pkt,
+					      const struct flow_target *t,
+					      const struct lb_config *cfg, __u32 reason)
+{
+	const struct backend *be = t->be;
+
+	nat_l3l4(ctx, pkt, t->snat_ip, be->ip, t->snat_port, t->backend_port,
+		 cfg->flags & XDPLB_CFG_F_COMPLETE_PARTIAL);
+	nat_l2(pkt->eth, be->mac, t->ifc->mac);
+	count_flow_packet(t->svc_id, t->backend_id, pkt->len, reason == XDPLB_R_FWD_NEW_FLOW);
+	return verdict(reason, egress(ctx, be->ifindex));
+}
+
+static __always_inline int reply_to_client(struct xdp_md *ctx, struct packet *pkt,
+					   struct ct_rev *rev, const struct lb_config *cfg,
+					   __u64 now)
+{
+	__u32 ifindex = rev->client_ifindex;
+	const struct iface_info *ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
+	__u8 next;
+
+	if (!ifc)
+		return verdict(XDPLB_R_DROP_NO_IFACE, XDP_DROP);
+
+	next = ct_next_state(pkt, rev->state, 1);
+	if (next > rev->state) {
+		/* First reply (NEW -> ESTABLISHED) or close: also tell
+		 * ct_fwd, whose state picks the timeout on the client side. */
+		struct flow_key fk;
+		struct ct_fwd *fwd;
+
+		rev->state = next;
+		ct_fwd_key(&fk, rev, pkt->key.proto);
+		fwd = bpf_map_lookup_elem(&ct_fwd, &fk);
+		if (fwd && fwd->state < next)
+			fwd->state = next;
+	}
+	ct_touch(&rev->last_seen_ns, now, ct_timeout(cfg, pkt->key.proto, rev->state));
+
+	nat_l3l4(ctx, pkt, rev->vip, rev->client_ip, rev->vport, rev->client_port,
+		 cfg->flags & XDPLB_CFG_F_COMPLETE_PARTIAL);
+	nat_l2(pkt->eth, rev->client_mac, ifc->mac);
+	count_flow_packet(rev->svc_id, rev->backend_id, pkt->len, 0);
+	return verdict(XDPLB_R_REPLY, egress(ctx, ifindex));
+}
+
+static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *pkt)
+{
+	struct iphdr *inner = 0;
+	__u16 *ports = 0;
+	__u32 ports_off = 0, ifindex;
+	const struct iface_info *ifc;
+	struct ct_rev *rev;
+
+	rev = icmp_quoted_flow(pkt, &inner, &ports, &ports_off);
+	if (!rev || !inner || !ports)
+		return verdict(XDPLB_R_PASS_ICMP, XDP_PASS);
+	ifindex = rev->client_ifindex;
+	ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
+	if (!ifc)
+		return verdict(XDPLB_R_DROP_NO_IFACE, XDP_DROP);
+
+	icmp_nat_to_client(pkt, rev, inner, ports, ports_off);
+	nat_l2(pkt->eth, rev->client_mac, ifc->mac);
+	count_flow_packet(rev->svc_id, rev->backend_id, pkt->len, 0);
+	return verdict(XDPLB_R_ICMP_ERROR_TO_CLIENT, egress(ctx, ifindex));
+}
+
+/*
+ * A first fragment carries the ports but not the whole datagram. The later
+ * fragments carry no ports and go to the local stack, so forwarding the
+ * first alone would hand the backend half a datagram: drop it if it is
+ * ours (the sender's PMTU discovery or retransmission copes), pass it if not.
+ */
+static __always_inline int handle_first_fragment(const struct packet *pkt)
+{
+	struct svc_key sk = {
+		.vip = pkt->key.daddr,
+		.port = pkt->key.dport,
+		.proto = pkt->key.proto,
+	};
+
+	if (bpf_map_lookup_elem(&ct_fwd, &pkt->key) || bpf_map_lookup_elem(&ct_rev, &pkt->key) ||
+	    bpf_map_lookup_elem(&services, &sk))
+		return verdict(XDPLB_R_DROP_FRAGMENT, XDP_DROP);
+	return verdict(XDPLB_R_PASS_NOT_OURS, XDP_PASS);
+}
+
+static __always_inline int in_snat_range(const struct lb_config *cfg, __u16 port_net)
+{
+	__u16 port = bpf_ntohs(port_net);
+
+	return port >= cfg->snat_port_min && port <= cfg->snat_port_max;
+}
+
+SEC("xdp")
+int xdplb_main(struct xdp_md *ctx)
+{
+	struct packet pkt;
+	struct flow_target t = {};
+	const struct lb_config *cfg;
+	const struct svc_info *svc;
+	struct svc_key sk = {};
+	struct ct_fwd *fwd;
+	struct ct_rev *rev;
+	__u32 zero = 0, reason, avoid_port = 0;
+	int backend_gone = 0, rev_checked = 0;
+	__u64 now;
+
+	reason = parse_packet(ctx, &pkt);
+	if (reason != PARSE_OK)
+		return verdict(reason, XDP_PASS);
+	if (pkt.key.proto == IPPROTO_ICMP)
+		return handle_icmp(ctx, &pkt);
+	if (pkt.first_frag)
+		return handle_first_fragment(&pkt);
+
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return verdict(XDPLB_R_PASS_NOT_OURS, XDP_PASS);
+	/* The coarse clock (CLOCK_MONOTONIC at tick resolution) costs a load
+	 * where bpf_ktime_get_ns() reads the TSC: a fifth of the fast path.
+	 * Conntrack timeouts are seconds to hours; a tick of error is noise,
+	 * and user space compares against CLOCK_MONOTONIC, the same clock. */
+	now = bpf_ktime_get_coarse_ns();
+
+	/* A backend's reply is addressed to a SNAT port, a client's packet to
+	 * a service port, so try the likelier map first: the reply path then
+	 * costs one conntrack lookup instead of a miss and a hit. The order
+	 * only decides which entry wins if a 5-tuple is in both maps, which
+	 * takes a backend connecting to a VIP from its own target port to a
+	 * listen port inside the SNAT range. */
+	if (in_snat_range(cfg, pkt.key.dport)) {
+		rev = bpf_map_lookup_elem(&ct_rev, &pkt.key);
+		if (rev)
+			return reply_to_client(ctx, &pkt, rev, cfg, now);
+		rev_checked = 1;
+	}
+
+	/* A packet of a tracked client flow. */
+	fwd = bpf_map_lookup_elem(&ct_fwd, &pkt.key);
+	if (fwd) {
+		switch (ct_fwd_use(fwd, &pkt, cfg, now, &t)) {
+		case CT_USE:
+			return forward_to_backend(ctx, &pkt, &t, cfg, XDPLB_R_FWD);
+		case CT_NO_IFACE:
+			return verdict(XDPLB_R_DROP_NO_IFACE, XDP_DROP);
+		case CT_RENEW:
+			avoid_port = bpf_ntohs(fwd->snat_port);
+			break;
+		case CT_GONE:
+			backend_gone = 1;
+			break;
+		}
+		ct_delete(&pkt.key, fwd);
+	} else if (!rev_checked) {
+		/* A backend's reply to a tracked flow. */
+		rev = bpf_map_lookup_elem(&ct_rev, &pkt.key);
+		if (rev)
+			return reply_to_client(ctx, &pkt, rev, cfg, now);
+	}
+
+	/* The first packet of a flow to a service (or of a flow re-created). */
+	sk.vip = pkt.key.daddr;
+	sk.port = pkt.key.dport;
+	sk.proto = pkt.key.proto;
+	svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc)
+		return verdict(XDPLB_R_PASS_NOT_OURS, XDP_PASS);
+
+	reason = ct_create(ctx, &pkt, svc, cfg, now, avoid_port, &t);
+	switch (reason) {
+	case XDPLB_R_FWD_NEW_FLOW:
+	case XDPLB_R_FWD:
+		return forward_to_backend(ctx, &pkt, &t, cfg, reason);
+	case XDPLB_R_PASS_NO_BACKEND:
+		/* A flow that lost its backend and finds no other: the local
+		 * stack would answer a mid-stream segment with RST, but an
+		 * established client is better served by silence and its own
+		 * timeout than by a reset from a host it never talked to. */
+		if (backend_gone)
+			return verdict(XDPLB_R_DROP_BACKEND_GONE, XDP_DROP);
+		return verdict(reason, XDP_PASS);
+	default:
+		return verdict(reason, XDP_DROP);
+	}
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
