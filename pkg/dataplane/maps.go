@@ -1,0 +1,317 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+	"unsafe"
+
+	bpf "github.com/aquasecurity/libbpfgo"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdplb/xdplb/pkg/abi"
+)
+
+// SetConfig writes the single lb_config entry. The data path reads it per
+// packet, so a change applies to the next packet.
+func (d *Dataplane) SetConfig(cfg abi.Config) error {
+	if cfg.TCPEstablishedTimeoutNs == 0 || cfg.TCPClosingTimeoutNs == 0 || cfg.UDPTimeoutNs == 0 {
+		return fmt.Errorf("setting config: every conntrack timeout must be non-zero: %+v", cfg)
+	}
+	if cfg.SNATPortMin == 0 || cfg.SNATPortMin > cfg.SNATPortMax {
+		return fmt.Errorf("setting config: SNAT port range %d-%d is empty or starts at 0", cfg.SNATPortMin, cfg.SNATPortMax)
+	}
+	key := uint32(0)
+	if err := d.config.Update(unsafe.Pointer(&key), unsafe.Pointer(&cfg)); err != nil {
+		return fmt.Errorf("setting config: %w", err)
+	}
+	return nil
+}
+
+// Config reads the lb_config entry back.
+func (d *Dataplane) Config() (abi.Config, error) {
+	var cfg abi.Config
+	key := uint32(0)
+	if err := lookup(d.config, unsafe.Pointer(&key), unsafe.Pointer(&cfg), unsafe.Sizeof(cfg)); err != nil {
+		return cfg, fmt.Errorf("reading config: %w", err)
+	}
+	return cfg, nil
+}
+
+// SetIface records the LB's address on an attached interface.
+func (d *Dataplane) SetIface(ifindex int, info abi.IfaceInfo) error {
+	if ifindex <= 0 {
+		return fmt.Errorf("setting interface: invalid ifindex %d", ifindex)
+	}
+	key := uint32(ifindex)
+	if err := d.ifaces.Update(unsafe.Pointer(&key), unsafe.Pointer(&info)); err != nil {
+		return fmt.Errorf("setting interface %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// DeleteIface forgets an interface. Deleting an unknown one is not an error.
+func (d *Dataplane) DeleteIface(ifindex int) error {
+	key := uint32(ifindex)
+	if err := deleteKey(d.ifaces, unsafe.Pointer(&key)); err != nil {
+		return fmt.Errorf("deleting interface %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// SetService creates or replaces the entry for one VIP:port/proto.
+func (d *Dataplane) SetService(key abi.SvcKey, info abi.SvcInfo) error {
+	if info.ID >= d.maglevOuter.MaxEntries() {
+		return fmt.Errorf("setting service %s: id %d out of range (max %d)", svcString(key), info.ID, d.maglevOuter.MaxEntries()-1)
+	}
+	if key.Pad != 0 {
+		return fmt.Errorf("setting service %s: non-zero padding in key would never match a packet", svcString(key))
+	}
+	if err := d.services.Update(unsafe.Pointer(&key), unsafe.Pointer(&info)); err != nil {
+		return fmt.Errorf("setting service %s: %w", svcString(key), err)
+	}
+	return nil
+}
+
+// DeleteService removes the entry; a missing one is not an error.
+func (d *Dataplane) DeleteService(key abi.SvcKey) error {
+	if err := deleteKey(d.services, unsafe.Pointer(&key)); err != nil {
+		return fmt.Errorf("deleting service %s: %w", svcString(key), err)
+	}
+	return nil
+}
+
+// Services reads every service entry back.
+func (d *Dataplane) Services() (map[abi.SvcKey]abi.SvcInfo, error) {
+	out := map[abi.SvcKey]abi.SvcInfo{}
+	err := forEach(d.services, func(k, v []byte) error {
+		out[*(*abi.SvcKey)(unsafe.Pointer(&k[0]))] = *(*abi.SvcInfo)(unsafe.Pointer(&v[0]))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading services: %w", err)
+	}
+	return out, nil
+}
+
+func svcString(k abi.SvcKey) string {
+	proto := fmt.Sprintf("proto%d", k.Proto)
+	switch k.Proto {
+	case unix.IPPROTO_TCP:
+		proto = "tcp"
+	case unix.IPPROTO_UDP:
+		proto = "udp"
+	}
+	return fmt.Sprintf("%s:%d/%s", abi.AddrFromIPv4(k.VIP), abi.PortFromNet(k.Port), proto)
+}
+
+// SetBackend writes backend slot id (1..abi.MaxBackends).
+func (d *Dataplane) SetBackend(id uint32, b abi.Backend) error {
+	if err := d.checkBackendID(id); err != nil {
+		return fmt.Errorf("setting backend: %w", err)
+	}
+	if err := d.backends.Update(unsafe.Pointer(&id), unsafe.Pointer(&b)); err != nil {
+		return fmt.Errorf("setting backend %d: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteBackend zeroes slot id, so flows still pointing at it see no active
+// backend. Its flows stay until PurgeBackendFlows or GC removes them.
+func (d *Dataplane) DeleteBackend(id uint32) error {
+	if err := d.checkBackendID(id); err != nil {
+		return fmt.Errorf("deleting backend: %w", err)
+	}
+	var zero abi.Backend
+	if err := d.backends.Update(unsafe.Pointer(&id), unsafe.Pointer(&zero)); err != nil {
+		return fmt.Errorf("deleting backend %d: %w", id, err)
+	}
+	return nil
+}
+
+// Backends reads back every slot flagged active.
+func (d *Dataplane) Backends() (map[uint32]abi.Backend, error) {
+	out := map[uint32]abi.Backend{}
+	err := forEach(d.backends, func(k, v []byte) error {
+		b := *(*abi.Backend)(unsafe.Pointer(&v[0]))
+		if b.Flags&abi.BackendActive != 0 {
+			out[*(*uint32)(unsafe.Pointer(&k[0]))] = b
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading backends: %w", err)
+	}
+	return out, nil
+}
+
+// backendSlots reads every slot, active or not, indexed by id.
+func (d *Dataplane) backendSlots() ([]abi.Backend, error) {
+	out := make([]abi.Backend, d.backends.MaxEntries())
+	err := forEach(d.backends, func(k, v []byte) error {
+		id := *(*uint32)(unsafe.Pointer(&k[0]))
+		if int(id) < len(out) {
+			out[id] = *(*abi.Backend)(unsafe.Pointer(&v[0]))
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (d *Dataplane) checkBackendID(id uint32) error {
+	if id == 0 || id >= d.backends.MaxEntries() {
+		return fmt.Errorf("backend id %d out of range 1..%d", id, d.backends.MaxEntries()-1)
+	}
+	return nil
+}
+
+// SetMaglevTable installs table (backend ids, length M) for service svcID.
+//
+// The table is written into a fresh inner array (slot 0 = M, slots 1..M =
+// ids) which then replaces the old one in maglev_outer with a single update:
+// a packet sees either the old table or the new one, never a mix, and M
+// always matches its table. Our fd of the new array is closed right after
+// the swap: the outer map holds the reference that keeps it alive, and the
+// kernel frees the old array once no program uses it. So no inner map fd
+// outlives this call.
+func (d *Dataplane) SetMaglevTable(svcID uint32, table []uint32) error {
+	if svcID >= d.maglevOuter.MaxEntries() {
+		return fmt.Errorf("setting Maglev table: service id %d out of range (max %d)", svcID, d.maglevOuter.MaxEntries()-1)
+	}
+	if len(table) == 0 {
+		return fmt.Errorf("setting Maglev table of service %d: empty table (use ClearMaglevTable)", svcID)
+	}
+	if len(table) >= 1<<24 {
+		return fmt.Errorf("setting Maglev table of service %d: %d entries is unreasonably large", svcID, len(table))
+	}
+	maxID := d.backends.MaxEntries() - 1
+	for i, id := range table {
+		if id == 0 || id > maxID {
+			return fmt.Errorf("setting Maglev table of service %d: entry %d is backend id %d, out of range 1..%d", svcID, i, id, maxID)
+		}
+	}
+	n := len(table) + 1
+	inner, err := bpf.CreateMap(d.inner.Type, "maglev_inner", 4, 4, n, &bpf.BPFMapCreateOpts{MapFlags: d.inner.MapFlags})
+	if err != nil {
+		return fmt.Errorf("setting Maglev table of service %d: creating inner array of %d entries: %w", svcID, n, err)
+	}
+	defer unix.Close(inner.FileDescriptor())
+
+	keys := make([]uint32, n)
+	vals := make([]uint32, n)
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	vals[abi.MaglevSizeSlot] = uint32(len(table))
+	copy(vals[1:], table)
+	if err := updateBatch(inner, keys, vals); err != nil {
+		return fmt.Errorf("setting Maglev table of service %d: filling inner array: %w", svcID, err)
+	}
+	fd := uint32(inner.FileDescriptor())
+	if err := d.maglevOuter.Update(unsafe.Pointer(&svcID), unsafe.Pointer(&fd)); err != nil {
+		return fmt.Errorf("setting Maglev table of service %d: swapping it into %s: %w", svcID, mapMaglevOuter, err)
+	}
+	return nil
+}
+
+// updateBatch writes all pairs, one syscall per kernel-accepted chunk.
+func updateBatch(m *bpf.BPFMapLow, keys, vals []uint32) error {
+	for done := 0; done < len(keys); {
+		n, err := m.UpdateBatch(unsafe.Pointer(&keys[done]), unsafe.Pointer(&vals[done]), uint32(len(keys)-done))
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("batch update made no progress")
+		}
+		done += int(n)
+	}
+	return nil
+}
+
+// ClearMaglevTable removes service svcID's table: new flows to it then find
+// no backend. A service without a table is not an error.
+func (d *Dataplane) ClearMaglevTable(svcID uint32) error {
+	if svcID >= d.maglevOuter.MaxEntries() {
+		return fmt.Errorf("clearing Maglev table: service id %d out of range", svcID)
+	}
+	if err := deleteKey(d.maglevOuter, unsafe.Pointer(&svcID)); err != nil {
+		return fmt.Errorf("clearing Maglev table of service %d: %w", svcID, err)
+	}
+	return nil
+}
+
+// MaglevTable reads service svcID's table back (without the size slot), or
+// nil if it has none.
+func (d *Dataplane) MaglevTable(svcID uint32) ([]uint32, error) {
+	if svcID >= d.maglevOuter.MaxEntries() {
+		return nil, fmt.Errorf("reading Maglev table: service id %d out of range", svcID)
+	}
+	// A lookup in an outer map yields the inner map's id. The table may be
+	// swapped (and the old array freed) between the lookup and opening it
+	// by id, so a vanished id is retried.
+	for attempt := 0; ; attempt++ {
+		var id uint32
+		err := lookup(d.maglevOuter, unsafe.Pointer(&svcID), unsafe.Pointer(&id), unsafe.Sizeof(id))
+		if errors.Is(err, syscall.ENOENT) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading Maglev table of service %d: %w", svcID, err)
+		}
+		table, err := readInner(id)
+		if errors.Is(err, syscall.ENOENT) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading Maglev table of service %d (map id %d): %w", svcID, id, err)
+		}
+		return table, nil
+	}
+}
+
+func readInner(id uint32) ([]uint32, error) {
+	m, err := bpf.GetMapByID(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(m.FileDescriptor())
+	vals := make([]uint32, m.MaxEntries())
+	err = forEach(m, func(k, v []byte) error {
+		i := *(*uint32)(unsafe.Pointer(&k[0]))
+		if int(i) < len(vals) {
+			vals[i] = *(*uint32)(unsafe.Pointer(&v[0]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	size := vals[abi.MaglevSizeSlot]
+	if int(size) != len(vals)-1 {
+		return nil, fmt.Errorf("inner array has %d slots but records table size %d", len(vals), size)
+	}
+	return vals[1:], nil
+}
+
+// lookup reads one value into dst, whose size must be the map's value size.
+func lookup(m *bpf.BPFMap, key, dst unsafe.Pointer, size uintptr) error {
+	v, err := m.GetValue(key)
+	if err != nil {
+		return err
+	}
+	if uintptr(len(v)) != size {
+		return fmt.Errorf("map %s: value of %d bytes, want %d", m.Name(), len(v), size)
+	}
+	copy(unsafe.Slice((*byte)(dst), size), v)
+	return nil
+}
+
+// deleteKey deletes a key, treating an absent one as already deleted.
+func deleteKey(m *bpf.BPFMap, key unsafe.Pointer) error {
+	err := m.DeleteKey(key)
+	if err == nil || errors.Is(err, syscall.ENOENT) {
+		return nil
+	}
+	return err
+}
