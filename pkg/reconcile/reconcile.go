@@ -68,6 +68,49 @@ type Reconciler struct {
 	services map[string]*service // by lbmodel.Service.Key()
 	svcIDs   *idPool
 	beIDs    *idPool
+
+	// notes collects backend transitions during one Apply, so that a backend
+	// of a service with several ports gets one log line, not one per port.
+	notes []note
+}
+
+type note struct {
+	msg    string
+	svc    string
+	port   string
+	be     lbmodel.Backend
+	fields logrus.Fields
+	level  logrus.Level
+}
+
+func (r *Reconciler) note(level logrus.Level, svc *service, b lbmodel.Backend, msg string, extra logrus.Fields) {
+	r.notes = append(r.notes, note{msg: msg, svc: svc.name, port: svc.port.String(), be: b, fields: extra, level: level})
+}
+
+// flushNotes logs each (service, backend, transition) once, with every port
+// it applied to.
+func (r *Reconciler) flushNotes() {
+	type key struct{ svc, id, msg string }
+	var order []key
+	ports := map[key][]string{}
+	first := map[key]note{}
+	for _, n := range r.notes {
+		k := key{n.svc, n.be.ID, n.msg}
+		if _, ok := first[k]; !ok {
+			order = append(order, k)
+			first[k] = n
+		}
+		ports[k] = append(ports[k], n.port)
+	}
+	for _, k := range order {
+		n := first[k]
+		e := r.log.WithFields(backendFields(n.svc, n.be)).WithField("ports", strings.Join(ports[k], ","))
+		if n.fields != nil {
+			e = e.WithFields(n.fields)
+		}
+		e.Log(n.level, n.msg)
+	}
+	r.notes = r.notes[:0]
 }
 
 type service struct {
@@ -115,6 +158,7 @@ type Result struct {
 func (r *Reconciler) Apply(st lbmodel.State) (Result, error) {
 	var res Result
 	var errs []error
+	defer r.flushNotes()
 	desired := map[string]lbmodel.Service{}
 	for _, s := range st.Services {
 		desired[s.Key()] = s
@@ -156,7 +200,7 @@ func (r *Reconciler) applyService(want lbmodel.Service, res *Result) error {
 		resolved, err := r.resolve(b)
 		if err != nil {
 			res.Skipped++
-			r.log.WithFields(backendFields(want.Name, b)).WithError(err).Warn("backend skipped")
+			r.note(logrus.WarnLevel, svc, b, "backend skipped", logrus.Fields{"error": err.Error()})
 			continue
 		}
 		seen[b.ID] = true
@@ -250,29 +294,29 @@ func (r *Reconciler) applyBackend(svc *service, want lbmodel.Backend, res *Resul
 		if ok && old.IP != want.IP {
 			// Same container, new address: flows to the old address are dead.
 			if n, err := r.dp.PurgeBackendFlows(be.id); err == nil && n > 0 {
-				r.log.WithFields(backendFields(svc.name, want)).WithField("flows", n).Info("backend address changed; old flows purged")
+				r.note(logrus.InfoLevel, svc, want, "backend address changed; old flows purged", logrus.Fields{"flows": n})
 			}
 		}
 	}
 	svc.backends[want.ID] = be
 	be.model = want
 	be.dirty = false
-	fields := backendFields(svc.name, want)
+	info := logrus.InfoLevel
 	switch {
+	case !ok && want.Weight == 0:
+		r.note(info, svc, want, "backend added, draining", nil)
 	case !ok:
-		if want.Weight == 0 {
-			r.log.WithFields(fields).Info("backend added, draining")
-		} else {
-			r.log.WithFields(fields).Info("backend added")
-		}
+		r.note(info, svc, want, "backend added", nil)
 	case old.Weight != 0 && want.Weight == 0:
-		r.log.WithFields(fields).Info("backend drained")
+		r.note(info, svc, want, "backend drained", nil)
+	case old.Weight == 0 && want.Weight != 0:
+		r.note(info, svc, want, "backend ready", logrus.Fields{"old_reason": old.Reason})
 	case old.Weight != want.Weight:
-		r.log.WithFields(fields).WithField("old_weight", old.Weight).Info("backend weight changed")
+		r.note(info, svc, want, "backend weight changed", logrus.Fields{"old_weight": old.Weight})
 	case old.Reason != want.Reason:
-		r.log.WithFields(fields).WithField("old_reason", old.Reason).Info("backend state changed")
+		r.note(info, svc, want, "backend state changed", logrus.Fields{"old_reason": old.Reason})
 	case slotChanged:
-		r.log.WithFields(fields).Info("backend address changed")
+		r.note(info, svc, want, "backend address changed", nil)
 	}
 	return nil
 }
@@ -324,7 +368,7 @@ func (r *Reconciler) removeBackend(svc *service, id, reason string, res *Result)
 	delete(svc.backends, id)
 	r.beIDs.put(be.id)
 	res.Changes++
-	r.log.WithFields(backendFields(svc.name, be.model)).WithFields(logrus.Fields{"flows_purged": n, "why": reason}).Info("backend removed")
+	r.note(logrus.InfoLevel, svc, be.model, "backend removed", logrus.Fields{"flows_purged": n, "why": reason})
 	return nil
 }
 

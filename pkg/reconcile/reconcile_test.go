@@ -339,3 +339,39 @@ func TestIDPoolReturnsSmallestFree(t *testing.T) {
 		t.Fatalf("pool not exhausted after 4 ids (c=%d d=%d)", c, d)
 	}
 }
+
+func TestMultiPortServiceLogsOneLinePerBackendTransition(t *testing.T) {
+	r, _, hook := newRec(t, nil)
+	st := web(be("a", "10.0.0.2", 1))
+	udp := st.Services[0]
+	udp.Port = lbmodel.Port{Listen: 53, Target: 9001, Proto: lbmodel.UDP}
+	st.Services = append(st.Services, udp)
+	if _, err := r.Apply(st); err != nil {
+		t.Fatal(err)
+	}
+	var added []*logrus.Entry
+	for _, e := range hook.AllEntries() {
+		if e.Message == "backend added" {
+			added = append(added, e)
+		}
+	}
+	if len(added) != 1 {
+		t.Fatalf("%d 'backend added' lines for one backend on two ports, want 1", len(added))
+	}
+	if p := added[0].Data["ports"]; p != "53:9001/udp,80:8080/tcp" && p != "80:8080/tcp,53:9001/udp" {
+		t.Fatalf("ports = %v", p)
+	}
+	hook.Reset()
+	if _, err := r.Apply(lbmodel.State{}); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range hook.AllEntries() {
+		if e.Message == "backend removed" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d 'backend removed' lines, want 1", n)
+	}
+}
