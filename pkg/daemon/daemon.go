@@ -1,0 +1,413 @@
+// Package daemon wires the parts of `xdplb run` together: it loads and
+// attaches the data path, feeds the desired state from discovery into the
+// reconciler from a single goroutine, collects expired flows, and serves
+// /metrics and /healthz. cmd/xdplb only parses flags.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/xdplb/xdplb/pkg/abi"
+	"github.com/xdplb/xdplb/pkg/dataplane"
+	"github.com/xdplb/xdplb/pkg/lbmodel"
+	"github.com/xdplb/xdplb/pkg/metrics"
+	"github.com/xdplb/xdplb/pkg/netif"
+	"github.com/xdplb/xdplb/pkg/reconcile"
+	"github.com/xdplb/xdplb/pkg/version"
+)
+
+// Config is everything `xdplb run` accepts.
+type Config struct {
+	Discovery  string   // "static" or "docker"
+	Interfaces []string // static: required; docker: optional restriction
+	Services   []string
+	Backends   []string
+	ConfigFile string
+
+	XDPMode netif.Mode
+	Force   bool
+
+	LabelPrefix    string
+	DockerHost     string
+	SelfID         string // docker: our container, when detection cannot work
+	ResyncInterval time.Duration
+
+	HTTPAddr string
+
+	SNATPortMin, SNATPortMax uint16
+	MaxFlows                 int
+	TCPTimeout               time.Duration
+	TCPClosingTimeout        time.Duration
+	UDPTimeout               time.Duration
+	GCInterval               time.Duration
+}
+
+// UsageError is a mistake in the command line or the files it names: the
+// process exits 2 with the message, as a CLI should.
+type UsageError struct{ Err error }
+
+func (e UsageError) Error() string { return e.Err.Error() }
+func (e UsageError) Unwrap() error { return e.Err }
+
+func usage(format string, a ...any) error { return UsageError{fmt.Errorf(format, a...)} }
+
+// Daemon is one running load balancer.
+type Daemon struct {
+	cfg Config
+	log *logrus.Logger
+	dp  *dataplane.Dataplane
+
+	mu       sync.Mutex // serialises Apply, Snapshot and interface changes
+	rec      *reconcile.Reconciler
+	attached map[int]netif.Interface // by ifindex
+	modes    map[int]netif.Mode
+
+	ready atomic.Bool // XDP attached and first sync applied
+	flows atomic.Int64
+}
+
+func (d *Daemon) lbConfig() abi.Config {
+	c := abi.Config{
+		TCPEstablishedTimeoutNs: uint64(d.cfg.TCPTimeout),
+		TCPClosingTimeoutNs:     uint64(d.cfg.TCPClosingTimeout),
+		UDPTimeoutNs:            uint64(d.cfg.UDPTimeout),
+		SNATPortMin:             d.cfg.SNATPortMin,
+		SNATPortMax:             d.cfg.SNATPortMax,
+	}
+	// The program must complete partial checksums itself only where the
+	// skb's "partial" mark does not survive: native mode.
+	for _, m := range d.modes {
+		if m == netif.ModeNative {
+			c.Flags |= abi.CfgCompletePartial
+		}
+	}
+	return c
+}
+
+// Run runs until ctx is cancelled. A returned UsageError is the user's to fix.
+func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan struct{}) error {
+	if err := validate(&cfg); err != nil {
+		return err
+	}
+	d := &Daemon{cfg: cfg, log: log, attached: map[int]netif.Interface{}, modes: map[int]netif.Mode{}}
+
+	var src source
+	switch cfg.Discovery {
+	case "static":
+		s, err := newStaticSource(cfg)
+		if err != nil {
+			return err
+		}
+		src = s
+	case "docker":
+		s, err := newDockerSource(cfg, log)
+		if err != nil {
+			return err
+		}
+		src = s
+	}
+	ifaces, err := src.interfaces(ctx)
+	if err != nil {
+		return err
+	}
+
+	dp, err := dataplane.Load(dataplane.Options{Sizes: dataplane.Sizes{Flows: cfg.MaxFlows}})
+	if err != nil {
+		return fmt.Errorf("loading the XDP program: %w", err)
+	}
+	d.dp = dp
+	defer d.shutdown()
+	d.rec = reconcile.New(dp, d, log.WithField("component", "reconcile"), reconcile.Options{})
+
+	for _, it := range ifaces {
+		if err := d.attach(it); err != nil {
+			return err
+		}
+	}
+	if err := dp.SetConfig(d.lbConfig()); err != nil {
+		return fmt.Errorf("writing data path config: %w", err)
+	}
+	d.banner(ifaces)
+
+	srv := d.serveHTTP()
+	defer srv.Close()
+
+	states := make(chan update, 1)
+	go src.run(ctx, states, reload)
+
+	gc := time.NewTicker(cfg.GCInterval)
+	defer gc.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down: detaching XDP")
+			return nil
+		case u := <-states:
+			d.apply(u)
+		case <-gc.C:
+			d.collect()
+		}
+	}
+}
+
+// update is one desired state from discovery, with why it was produced.
+type update struct {
+	state  lbmodel.State
+	ifaces []netif.Interface // nil: unchanged
+	why    string
+	drift  bool // compare the maps with what was applied before applying
+}
+
+// source is a discovery mechanism: it names the interfaces to attach and
+// then sends desired states until ctx ends.
+type source interface {
+	interfaces(ctx context.Context) ([]netif.Interface, error)
+	run(ctx context.Context, out chan<- update, reload <-chan struct{})
+}
+
+func (d *Daemon) apply(u update) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if u.ifaces != nil {
+		d.syncInterfaces(u.ifaces)
+	}
+	if u.drift {
+		n, err := d.rec.CheckDrift()
+		if err != nil {
+			d.log.WithError(err).Error("drift check failed")
+		} else if n > 0 {
+			d.log.WithField("differences", n).Warn("resync found the maps differing from the applied state; correcting")
+		}
+	}
+	// VIPs are the LB's addresses on its attached interfaces, in both modes:
+	// a client on any network the LB shares with it can reach every service.
+	vips := d.vips()
+	for i := range u.state.Services {
+		u.state.Services[i].VIPs = vips
+	}
+	res, err := d.rec.Apply(u.state)
+	entry := d.log.WithFields(logrus.Fields{"why": u.why, "services": len(u.state.Services), "changes": res.Changes})
+	if err != nil {
+		entry.WithError(err).Error("sync applied with errors")
+	} else if res.Changes > 0 || u.drift {
+		entry.Info("sync applied")
+	} else {
+		entry.Debug("sync: nothing to change")
+	}
+	if !d.ready.Load() && len(d.attached) > 0 {
+		d.ready.Store(true)
+		d.log.Info("ready: first sync applied")
+	}
+}
+
+func (d *Daemon) vips() []netip.Addr {
+	var v []netip.Addr
+	for _, it := range d.attached {
+		v = append(v, it.Addr)
+	}
+	return v
+}
+
+// syncInterfaces attaches to new interfaces and detaches from gone ones, for
+// a container connected to or disconnected from a network at run time.
+func (d *Daemon) syncInterfaces(want []netif.Interface) {
+	keep := map[int]bool{}
+	for _, it := range want {
+		keep[it.Index] = true
+		if cur, ok := d.attached[it.Index]; ok && cur.Addr == it.Addr && string(cur.MAC) == string(it.MAC) {
+			continue
+		}
+		if err := d.attach(it); err != nil {
+			d.log.WithError(err).WithField("interface", it.Name).Error("cannot attach; its network is not served")
+		}
+	}
+	for idx, it := range d.attached {
+		if keep[idx] {
+			continue
+		}
+		if err := d.dp.Detach(idx); err != nil {
+			d.log.WithError(err).WithField("interface", it.Name).Warn("detach failed (interface gone?)")
+		}
+		_ = d.dp.DeleteIface(idx)
+		delete(d.attached, idx)
+		delete(d.modes, idx)
+		d.log.WithFields(logrus.Fields{"interface": it.Name, "ip": it.Addr.String()}).Info("xdp detached: interface left")
+	}
+	if err := d.dp.SetConfig(d.lbConfig()); err != nil {
+		d.log.WithError(err).Error("writing data path config")
+	}
+}
+
+func (d *Daemon) attach(it netif.Interface) error {
+	info := abi.IfaceInfo{IP: abi.IPv4(it.Addr)}
+	copy(info.MAC[:], it.MAC)
+	if err := d.dp.SetIface(it.Index, info); err != nil {
+		return fmt.Errorf("interface %s: registering: %w", it.Name, err)
+	}
+	if _, ok := d.attached[it.Index]; ok {
+		d.attached[it.Index] = it // address changed; program stays
+		return nil
+	}
+	mode, why := netif.ChooseMode(it, d.cfg.XDPMode)
+	err := d.dp.Attach(it.Index, dataplane.Mode(mode), d.cfg.Force)
+	if err != nil && d.cfg.XDPMode == netif.ModeAuto && mode == netif.ModeNative {
+		d.log.WithError(err).WithField("interface", it.Name).Warn("native XDP refused; falling back to generic")
+		mode, why = netif.ModeGeneric, "native attach failed: "+err.Error()
+		err = d.dp.Attach(it.Index, dataplane.Mode(mode), d.cfg.Force)
+	}
+	if err != nil {
+		return fmt.Errorf("attaching XDP to %s: %w", it.Name, err)
+	}
+	d.attached[it.Index] = it
+	d.modes[it.Index] = mode
+	d.log.WithFields(logrus.Fields{"interface": it.Name, "ifindex": it.Index, "ip": it.Addr.String(), "mac": it.MAC.String(), "mode": string(mode), "why": why}).Info("xdp attached")
+	return nil
+}
+
+func (d *Daemon) banner(ifaces []netif.Interface) {
+	var names, vips, modes []string
+	for _, it := range ifaces {
+		names = append(names, it.Name)
+		vips = append(vips, it.Addr.String())
+		modes = append(modes, it.Name+"="+string(d.modes[it.Index]))
+	}
+	f := logrus.Fields{
+		"version": version.Version, "discovery": d.cfg.Discovery,
+		"interfaces": strings.Join(names, ","), "vips": strings.Join(vips, ","), "xdp_mode": strings.Join(modes, ","),
+		"snat_ports": fmt.Sprintf("%d-%d", d.cfg.SNATPortMin, d.cfg.SNATPortMax), "max_flows": d.cfg.MaxFlows,
+	}
+	if d.cfg.Discovery == "docker" {
+		f["label_prefix"] = d.cfg.LabelPrefix
+	}
+	d.log.WithFields(f).Info("xdplb started")
+}
+
+func (d *Daemon) collect() {
+	n, err := d.dp.CollectExpired(d.lbConfig())
+	if err != nil {
+		d.log.WithError(err).Warn("collecting expired flows")
+		return
+	}
+	if c, err := d.dp.FlowCount(); err == nil {
+		d.flows.Store(int64(c))
+	}
+	if n > 0 {
+		d.log.WithField("expired", n).Debug("expired flows collected")
+	}
+}
+
+func (d *Daemon) shutdown() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for idx, it := range d.attached {
+		if err := d.dp.Detach(idx); err != nil {
+			d.log.WithError(err).WithField("interface", it.Name).Warn("detach failed")
+		} else {
+			d.log.WithField("interface", it.Name).Info("xdp detached")
+		}
+	}
+	d.attached = nil
+	if err := d.dp.Close(); err != nil {
+		d.log.WithError(err).Warn("closing the data path")
+	}
+}
+
+// InterfaceFor implements reconcile.Network: the attached interface whose
+// subnet holds ip, else the one the kernel routes ip through.
+func (d *Daemon) InterfaceFor(ip netip.Addr) (int, error) {
+	for idx, it := range d.attached {
+		if it.Prefix.Contains(ip) {
+			return idx, nil
+		}
+	}
+	rt, err := netif.RouteTo(ip)
+	if err != nil {
+		return 0, err
+	}
+	if _, ok := d.attached[rt.IfIndex]; ok {
+		return rt.IfIndex, nil
+	}
+	var have []string
+	for _, it := range d.attached {
+		have = append(have, it.Name+" "+it.Prefix.String())
+	}
+	return 0, fmt.Errorf("%s is not reachable through any attached interface (attached: %s)", ip, strings.Join(have, ", "))
+}
+
+// ResolveMAC implements reconcile.Network through the neighbour table.
+func (d *Daemon) ResolveMAC(ip netip.Addr, ifindex int) (net.HardwareAddr, error) {
+	hop := ip
+	if it, ok := d.attached[ifindex]; !ok || !it.Prefix.Contains(ip) {
+		rt, err := netif.RouteTo(ip)
+		if err != nil {
+			return nil, err
+		}
+		hop = rt.NextHop
+	}
+	return netif.ResolveMAC(hop, ifindex, reconcile.ResolveTimeout)
+}
+
+func (d *Daemon) names() (map[uint32]reconcile.ServiceInfo, map[uint32]reconcile.BackendInfo) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rec.Snapshot()
+}
+
+func (d *Daemon) serveHTTP() *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics.Handler(d.dp, d.names, metrics.Gauge{
+		Name: "xdplb_tracked_flows", Help: "Flows in connection tracking at the last collection.",
+		Value: func() float64 { return float64(d.flows.Load()) },
+	}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !d.ready.Load() {
+			http.Error(w, "not ready: XDP not attached or first sync not done", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	srv := &http.Server{Addr: d.cfg.HTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", d.cfg.HTTPAddr)
+	if err != nil {
+		// Metrics are not worth dying for; the data path keeps working.
+		d.log.WithError(err).WithField("addr", d.cfg.HTTPAddr).Error("cannot serve /metrics and /healthz")
+		return srv
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.WithError(err).Error("http server stopped")
+		}
+	}()
+	return srv
+}
+
+func validate(cfg *Config) error {
+	switch cfg.Discovery {
+	case "static", "docker":
+	default:
+		return usage("--discovery=%q: want docker or static", cfg.Discovery)
+	}
+	if cfg.SNATPortMin == 0 || cfg.SNATPortMin > cfg.SNATPortMax {
+		return usage("--snat-ports=%d-%d: want MIN-MAX with 1 <= MIN <= MAX <= 65535", cfg.SNATPortMin, cfg.SNATPortMax)
+	}
+	for name, v := range map[string]time.Duration{"--tcp-timeout": cfg.TCPTimeout, "--tcp-closing-timeout": cfg.TCPClosingTimeout, "--udp-timeout": cfg.UDPTimeout, "--gc-interval": cfg.GCInterval} {
+		if v <= 0 {
+			return usage("%s=%s: must be positive", name, v)
+		}
+	}
+	if cfg.MaxFlows < 1024 {
+		return usage("--max-flows=%d: want at least 1024", cfg.MaxFlows)
+	}
+	return nil
+}
