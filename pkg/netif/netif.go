@@ -87,8 +87,10 @@ func ParseMode(s string) (Mode, error) {
 }
 
 // ChooseMode resolves auto to the mode that really forwards on this interface,
-// and says why. On veth, native XDP_TX frames are dropped unless the peer has
-// NAPI (an XDP program or GRO on the peer), and the peer of a container's eth0
+// and says why. On veth, native XDP_TX frames reach the peer only when the
+// peer runs an XDP program of its own (GRO alone is not enough on 6.18: the
+// frames sit until unrelated traffic polls the peer; test/netns shows it),
+// and the peer of a container's eth0
 // lives in the host namespace where we cannot see or change it, so generic is
 // the only mode that is sure to forward there.
 func ChooseMode(it Interface, requested Mode) (Mode, string) {
