@@ -90,9 +90,8 @@ func ParseMode(s string) (Mode, error) {
 // and says why. On veth, native XDP_TX frames reach the peer only when the
 // peer runs an XDP program of its own (GRO alone is not enough on 6.18: the
 // frames sit until unrelated traffic polls the peer; test/netns shows it),
-// and the peer of a container's eth0
-// lives in the host namespace where we cannot see or change it, so generic is
-// the only mode that is sure to forward there.
+// and the peer of a container's eth0 lives in the host namespace where we
+// cannot see or change it, so generic is the only mode sure to forward there.
 func ChooseMode(it Interface, requested Mode) (Mode, string) {
 	if requested != ModeAuto {
 		return requested, "requested with --xdp-mode"
