@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,6 +27,9 @@ type server struct {
 	name          string
 	unhealthyFile string
 	logger        *log.Logger
+	// stopping is set when the stop signal arrives: /health fails from then
+	// on, while the listeners keep serving for the shutdown delay.
+	stopping atomic.Bool
 }
 
 // hostnameHeader is set on every HTTP answer so clients can count replicas
@@ -56,6 +60,9 @@ func (s *server) handleRoot(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) healthy() bool {
+	if s.stopping.Load() {
+		return false
+	}
 	_, err := os.Stat(s.unhealthyFile)
 	return errors.Is(err, os.ErrNotExist)
 }
@@ -174,6 +181,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 	udpAddr := fs.String("udp", ":9001", "UDP echo listen address (empty disables)")
 	name := fs.String("name", "", "name to answer with (default: the hostname)")
 	unhealthy := fs.String("unhealthy-file", defaultUnhealthyFile, "while this file exists /health answers 503")
+	shutdownDelay := fs.Duration("shutdown-delay", 2*time.Second, "after SIGTERM, keep accepting this long (with /health failing) before shutting down, so a load balancer can drain this replica first; 0 stops at once")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -191,7 +199,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 		*name = h
 	}
 	s := &server{name: *name, unhealthyFile: *unhealthy, logger: logger}
-	if err := s.listenAndServe(ctx, *httpAddr, *tcpAddr, *udpAddr); err != nil {
+	if err := s.listenAndServe(ctx, *shutdownDelay, *httpAddr, *tcpAddr, *udpAddr); err != nil {
 		logger.Print(err)
 		return 1
 	}
@@ -200,7 +208,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 
 // listenAndServe binds every listener first, so a port conflict fails the
 // start instead of leaving a half-working replica, then serves until ctx ends.
-func (s *server) listenAndServe(ctx context.Context, httpAddr, tcpAddr, udpAddr string) error {
+func (s *server) listenAndServe(ctx context.Context, shutdownDelay time.Duration, httpAddr, tcpAddr, udpAddr string) error {
 	var closers []io.Closer
 	closeAll := func() {
 		for _, c := range closers {
@@ -263,6 +271,19 @@ func (s *server) listenAndServe(ctx context.Context, httpAddr, tcpAddr, udpAddr 
 	var first error
 	select {
 	case <-ctx.Done():
+		// Lame duck: the balancer learns of the stop only after the signal
+		// (Docker emits its kill event once delivered) and needs a moment
+		// to drain; closing the listeners now would refuse the flows it
+		// still sends here.
+		s.stopping.Store(true)
+		if shutdownDelay > 0 {
+			s.logger.Printf("%s: stop signal; serving %s more before shutting down", s.name, shutdownDelay)
+			select {
+			case <-time.After(shutdownDelay):
+			case first = <-errc:
+				running--
+			}
+		}
 		s.logger.Printf("%s: shutting down", s.name)
 	case first = <-errc:
 		running--

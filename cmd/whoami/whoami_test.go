@@ -256,7 +256,7 @@ func startServe(t *testing.T, name string) (httpAddr, tcpAddr, udpAddr string) {
 	ul.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.listenAndServe(ctx, httpAddr, tcpAddr, udpAddr) }()
+	go func() { done <- s.listenAndServe(ctx, 0, httpAddr, tcpAddr, udpAddr) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -327,7 +327,7 @@ func TestServeRefusesBusyPort(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer ln.Close()
 	s := newTestServer(t, "x")
-	err := s.listenAndServe(context.Background(), ln.Addr().String(), "", "")
+	err := s.listenAndServe(context.Background(), 0, ln.Addr().String(), "", "")
 	if err == nil || !strings.Contains(err.Error(), "http listen") {
 		t.Errorf("err = %v, want an http listen error", err)
 	}
@@ -524,4 +524,55 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// After the stop signal a lame duck keeps answering, but tells health checks
+// it is going, so the balancer drains it before its listeners close.
+func TestServeLameDuckKeepsServingWithHealthFailing(t *testing.T) {
+	s := newTestServer(t, "duck")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.listenAndServe(ctx, 700*time.Millisecond, addr, "", "") }()
+	waitListening(t, addr)
+	get := func(path string) int {
+		c := http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get("http://" + addr + path)
+		if err != nil {
+			return -1
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("/health"); code != 200 {
+		t.Fatalf("health before stop = %d", code)
+	}
+	stopped := time.Now()
+	cancel()
+	time.Sleep(100 * time.Millisecond)
+	if code := get("/"); code != 200 {
+		t.Fatalf("GET / during the lame-duck period = %d, want 200", code)
+	}
+	if code := get("/health"); code != http.StatusServiceUnavailable {
+		t.Fatalf("health during the lame-duck period = %d, want 503", code)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(stopped); d < 600*time.Millisecond {
+			t.Fatalf("stopped after %s, before the 700ms delay", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	if code := get("/"); code != -1 {
+		t.Fatalf("still serving after shutdown: %d", code)
+	}
 }

@@ -99,7 +99,12 @@ func (s *dockerSource) logProblems(problems []docker.Problem) {
 		msg := p.String()
 		now[msg] = true
 		if !s.reports[msg] {
-			s.log.WithFields(logrus.Fields{"container": p.ContainerName, "label": p.Label, "value": p.Value}).Error(msg)
+			e := s.log.WithFields(logrus.Fields{"container": p.ContainerName, "label": p.Label, "value": p.Value})
+			if p.Warning {
+				e.Warn(msg)
+			} else {
+				e.Error(msg)
+			}
 		}
 	}
 	for msg := range s.reports {

@@ -51,6 +51,11 @@ type Self struct {
 // Problem is a container left out, or a label ignored, and why.
 type Problem struct {
 	ContainerID, ContainerName, Label, Value, Reason string
+	// Warning marks what leaves the container working or is not its fault
+	// alone: an ignored unknown label, or no network shared with the load
+	// balancer (common on an engine shared by several Compose projects).
+	// Everything else is an error in the container's labels.
+	Warning bool
 }
 
 // String is a one-line message naming the container, the label and its
@@ -157,6 +162,9 @@ func Build(self Self, containers []Container, prefix string) (lbmodel.State, []P
 			continue
 		}
 		s, errs, warnings := ParseLabels(c, prefix)
+		for i := range warnings {
+			warnings[i].Warning = true
+		}
 		problems = append(problems, warnings...)
 		problems = append(problems, errs...)
 		if !s.Enabled || len(errs) > 0 {
@@ -177,6 +185,7 @@ func Build(self Self, containers []Container, prefix string) (lbmodel.State, []P
 				problem(c, "", "",
 					"no network shared with the load balancer with IPv4 on both sides: container is on %s, load balancer on %s; attach both to one network or set %s",
 					describeNetworks(c.Networks), describeSelfNetworks(self.Networks), LabelKey(prefix, LabelNetwork))
+				problems[len(problems)-1].Warning = true
 			}
 			continue
 		}

@@ -559,3 +559,30 @@ func TestProblemString(t *testing.T) {
 		}
 	}
 }
+
+// Label mistakes are errors; a container we cannot reach, or a label we
+// ignore, is only a warning: on an engine shared by several projects those
+// are other people's containers, not mistakes.
+func TestBuildProblemSeverity(t *testing.T) {
+	cases := []struct {
+		name    string
+		c       Container
+		warning bool
+	}{
+		{"bad listen", ctr("a1", "bad-listen", 3, lbls("xdplb.listen", "80:x/tcp")), false},
+		{"negative weight", ctr("a2", "bad-weight", 4, lbls("xdplb.listen", "80", "xdplb.weight", "-1")), false},
+		{"unknown label", ctr("a3", "typo", 5, lbls("xdplb.listen", "80", "xdplb.wieght", "2")), true},
+		{"no shared network", ctr("a4", "elsewhere", 6, lbls("xdplb.listen", "80"), "other"), true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, problems := Build(testSelf, []Container{tc.c}, "")
+			if len(problems) != 1 {
+				t.Fatalf("problems = %v, want 1", problems)
+			}
+			if problems[0].Warning != tc.warning {
+				t.Fatalf("%s: Warning = %v, want %v", problems[0], problems[0].Warning, tc.warning)
+			}
+		})
+	}
+}
