@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -104,6 +105,13 @@ type Watcher struct {
 
 	// build is Build; tests may observe its input through it.
 	build func(Self, []Container, string) (lbmodel.State, []Problem)
+
+	// last is the input of the last successful rebuild, for the fast drain.
+	last struct {
+		ok   bool
+		self Self
+		cs   []Container
+	}
 }
 
 // NewWatcher prepares a watcher. It does not contact the engine: an
@@ -254,6 +262,7 @@ func (w *Watcher) session(ctx context.Context, why string) (synced bool, err err
 			if r := w.noteEvent(ev); r != "" {
 				reasons = append(reasons, r)
 			}
+			w.fastDrain(ev)
 			if debounce == nil {
 				debounce = time.After(w.opts.Debounce)
 			}
@@ -301,6 +310,33 @@ func (w *Watcher) noteEvent(ev events.Message) string {
 	return action + " " + name
 }
 
+// fastDrain hands over, at once, the last state with a container that is
+// being stopped drained. The full rebuild that the same event triggers
+// follows after the debounce, but it inspects every container, and
+// inspecting one that is being torn down can block for a second on a busy
+// engine: new flows would reach a backend that is shutting down all that
+// time. The last state plus the kill is all a drain needs. Only the default
+// stop signals are handled here; a custom STOPSIGNAL waits for the rebuild,
+// which knows it.
+func (w *Watcher) fastDrain(ev events.Message) {
+	if ev.Type != events.ContainerEventType || ev.Action != events.ActionKill || !w.last.ok {
+		return
+	}
+	sig, _ := strconv.Atoi(ev.Actor.Attributes["signal"])
+	if !isStopSignal(sig, "") {
+		return
+	}
+	i := slices.IndexFunc(w.last.cs, func(c Container) bool { return c.ID == ev.Actor.ID })
+	if i < 0 || w.last.cs[i].Stopping {
+		return
+	}
+	cs := slices.Clone(w.last.cs)
+	cs[i].Stopping = true
+	w.last.cs = cs
+	st, problems := w.build(w.last.self, cs, w.opts.LabelPrefix)
+	w.opts.OnState(st, w.last.self, problems, "kill "+cs[i].Name+" (drain before rebuild)")
+}
+
 // summarize joins event descriptions into one short why.
 func summarize(reasons []string) string {
 	const show = 4
@@ -328,6 +364,7 @@ func (w *Watcher) rebuild(ctx context.Context, why string) error {
 		return err
 	}
 	st, problems := w.build(self, cs, w.opts.LabelPrefix)
+	w.last.ok, w.last.self, w.last.cs = true, self, cs
 	lvl := logrus.DebugLevel
 	if why == WhyInitial || why == WhyReconnect {
 		lvl = logrus.InfoLevel

@@ -3,6 +3,7 @@ package docker
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -159,3 +160,47 @@ func TestIsUnreachable(t *testing.T) {
 		t.Error("an engine answer counted as unreachable")
 	}
 }
+
+// A stop signal drains the container at once from the last built state,
+// without waiting for the rebuild's inspections; other signals do not.
+func TestFastDrainOnKill(t *testing.T) {
+	var got []lbmodel.State
+	var whys []string
+	w, err := NewWatcher(WatcherOptions{Host: "unix:///nonexistent/docker.sock", OnState: func(st lbmodel.State, _ Self, _ []Problem, why string) {
+		got = append(got, st)
+		whys = append(whys, why)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := Self{ContainerID: "lb", Networks: []SelfEndpoint{{Network: "net", IP: netipMust("10.0.0.1"), IfIndex: 2}}}
+	web := Container{ID: "web1", Name: "web-1", Running: true, Labels: map[string]string{"xdplb.enable": "true", "xdplb.listen": "80"},
+		Networks: []Endpoint{{Network: "net", IP: netipMust("10.0.0.2")}}}
+	w.fastDrain(ev(events.ContainerEventType, events.ActionKill, "web1", map[string]string{"signal": "15"}))
+	if len(got) != 0 {
+		t.Fatal("fast drain without any built state")
+	}
+	w.last.ok, w.last.self, w.last.cs = true, self, []Container{web}
+
+	w.fastDrain(ev(events.ContainerEventType, events.ActionKill, "web1", map[string]string{"signal": "1"}))
+	if len(got) != 0 {
+		t.Fatal("SIGHUP drained the backend")
+	}
+	w.fastDrain(ev(events.ContainerEventType, events.ActionKill, "web1", map[string]string{"signal": "15"}))
+	if len(got) != 1 || len(got[0].Services) != 1 || len(got[0].Services[0].Backends) != 1 {
+		t.Fatalf("states = %+v", got)
+	}
+	if b := got[0].Services[0].Backends[0]; b.Weight != 0 || b.Reason != ReasonStopping {
+		t.Fatalf("backend after SIGTERM = weight %d reason %q, want 0 %q", b.Weight, b.Reason, ReasonStopping)
+	}
+	if !strings.Contains(whys[0], "web-1") {
+		t.Fatalf("why %q does not name the container", whys[0])
+	}
+	// docker stop's follow-up SIGKILL changes nothing more.
+	w.fastDrain(ev(events.ContainerEventType, events.ActionKill, "web1", map[string]string{"signal": "9"}))
+	if len(got) != 1 {
+		t.Fatalf("second kill handed over another state")
+	}
+}
+
+func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }
