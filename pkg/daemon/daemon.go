@@ -260,11 +260,11 @@ func (d *Daemon) attach(it netif.Interface) error {
 		return nil
 	}
 	mode, why := netif.ChooseMode(it, d.cfg.XDPMode)
-	err := d.dp.Attach(it.Index, dataplane.Mode(mode), d.cfg.Force)
+	err := d.attachOnce(it, mode)
 	if err != nil && d.cfg.XDPMode == netif.ModeAuto && mode == netif.ModeNative {
 		d.log.WithError(err).WithField("interface", it.Name).Warn("native XDP refused; falling back to generic")
 		mode, why = netif.ModeGeneric, "native attach failed: "+err.Error()
-		err = d.dp.Attach(it.Index, dataplane.Mode(mode), d.cfg.Force)
+		err = d.attachOnce(it, mode)
 	}
 	if err != nil {
 		return fmt.Errorf("attaching XDP to %s: %w", it.Name, err)
@@ -273,6 +273,20 @@ func (d *Daemon) attach(it netif.Interface) error {
 	d.modes[it.Index] = mode
 	d.log.WithFields(logrus.Fields{"interface": it.Name, "ifindex": it.Index, "ip": it.Addr.String(), "mac": it.MAC.String(), "mode": string(mode), "why": why}).Info("xdp attached")
 	return nil
+}
+
+// attachOnce attaches in one mode. Without --force it still replaces an
+// xdplb program that a previous run left behind (crashed, or killed with
+// SIGKILL): no process holds that one any more, and refusing it would keep
+// xdplb from coming back after a crash without a human.
+func (d *Daemon) attachOnce(it netif.Interface, mode netif.Mode) error {
+	err := d.dp.Attach(it.Index, dataplane.Mode(mode), d.cfg.Force)
+	var other *dataplane.OtherProgramError
+	if err == nil || !errors.As(err, &other) || other.ProgramName != dataplane.ProgramName || programHeld(other.ProgramID) {
+		return err
+	}
+	d.log.WithFields(logrus.Fields{"interface": it.Name, "program_id": other.ProgramID}).Warn("replacing an xdplb program a previous run left attached")
+	return d.dp.Attach(it.Index, dataplane.Mode(mode), true)
 }
 
 func (d *Daemon) banner(ifaces []netif.Interface) {
