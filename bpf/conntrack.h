@@ -24,7 +24,6 @@
 /* Everything the forward rewrite needs about a flow's backend side. */
 struct flow_target {
 	const struct backend *be;
-	const struct iface_info *ifc;
 	__u32 backend_id;
 	__u32 svc_id;
 	__u32 snat_ip;       /* net */
@@ -76,26 +75,16 @@ static __always_inline __u8 ct_next_state(const struct packet *pkt, __u8 state, 
 }
 
 /* Key of a flow's ct_rev entry: the 5-tuple of the backend's replies. */
-static __always_inline void ct_rev_key(struct flow_key *rk, __u32 be_ip, __u32 snat_ip,
+static __always_inline void ct_rev_key(union flow_key_words *rk, __u32 be_ip, __u32 snat_ip,
 				       __u16 backend_port, __u16 snat_port, __u8 proto)
 {
-	__builtin_memset(rk, 0, sizeof(*rk));
-	rk->saddr = be_ip;
-	rk->daddr = snat_ip;
-	rk->sport = backend_port;
-	rk->dport = snat_port;
-	rk->proto = proto;
+	flow_key_set(rk, be_ip, snat_ip, backend_port, snat_port, proto);
 }
 
 /* Key of a flow's ct_fwd entry, from its ct_rev entry. */
-static __always_inline void ct_fwd_key(struct flow_key *fk, const struct ct_rev *rev, __u8 proto)
+static __always_inline void ct_fwd_key(union flow_key_words *fk, const struct ct_rev *rev, __u8 proto)
 {
-	__builtin_memset(fk, 0, sizeof(*fk));
-	fk->saddr = rev->client_ip;
-	fk->daddr = rev->vip;
-	fk->sport = rev->client_port;
-	fk->dport = rev->vport;
-	fk->proto = proto;
+	flow_key_set(fk, rev->client_ip, rev->vip, rev->client_port, rev->vport, proto);
 }
 
 /* Outcome of looking at a tracked flow on a client packet. */
@@ -106,23 +95,22 @@ enum ct_check {
 	CT_NO_IFACE,  /* backend behind an interface we lost */
 };
 
-/* Fill *t from a flow's ct_fwd entry, checking that it may still be used. */
+#define BACKEND_USABLE (XDPLB_BACKEND_F_ACTIVE | XDPLB_BACKEND_F_IFACE)
+
+/* Fill *t from a flow's ct_fwd entry, checking that it may still be used.
+ * The backend entry carries the LB's MAC and address on its interface
+ * (XDPLB_BACKEND_F_IFACE), so this is one array lookup, no hash lookup. */
 static __always_inline enum ct_check ct_fwd_target(const struct ct_fwd *fwd,
 						   struct flow_target *t)
 {
 	__u32 id = fwd->backend_id;
 	const struct backend *be = bpf_map_lookup_elem(&backends, &id);
-	const struct iface_info *ifc;
-	__u32 ifindex;
 
-	if (!be || !(be->flags & XDPLB_BACKEND_F_ACTIVE))
+	if (!be)
 		return CT_GONE;
-	ifindex = be->ifindex;
-	ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
-	if (!ifc)
-		return CT_NO_IFACE;
+	if ((be->flags & BACKEND_USABLE) != BACKEND_USABLE)
+		return be->flags & XDPLB_BACKEND_F_ACTIVE ? CT_NO_IFACE : CT_GONE;
 	t->be = be;
-	t->ifc = ifc;
 	t->backend_id = id;
 	t->svc_id = fwd->svc_id;
 	t->snat_ip = fwd->snat_ip;
@@ -155,7 +143,7 @@ static __always_inline enum ct_check ct_fwd_use(struct ct_fwd *fwd, const struct
 
 	next = ct_next_state(pkt, state, 0);
 	if (next != state) {
-		struct flow_key rk;
+		union flow_key_words rk;
 		struct ct_rev *rev;
 
 		fwd->state = next;
@@ -177,7 +165,7 @@ static __always_inline void ct_delete(const struct flow_key *key, const struct c
 {
 	__u32 id = fwd->backend_id;
 	const struct backend *be = bpf_map_lookup_elem(&backends, &id);
-	struct flow_key rk;
+	union flow_key_words rk;
 
 	if (be && be->ip) {
 		ct_rev_key(&rk, be->ip, fwd->snat_ip, fwd->backend_port, fwd->snat_port, key->proto);
@@ -196,7 +184,7 @@ static __always_inline void ct_delete(const struct flow_key *key, const struct c
  * re-opened flow (avoid != 0) starts just past its previous port instead.
  * Returns the port in host order, or 0 when none was free.
  */
-static __always_inline __u32 ct_alloc_snat_port(struct flow_key *rk, const struct ct_rev *rv,
+static __always_inline __u32 ct_alloc_snat_port(union flow_key_words *rk, const struct ct_rev *rv,
 						const struct lb_config *cfg, __u32 hash,
 						__u32 avoid)
 {
@@ -212,7 +200,7 @@ static __always_inline __u32 ct_alloc_snat_port(struct flow_key *rk, const struc
 		off = hash % n;
 
 	for (i = 0; i < XDPLB_SNAT_PROBES && i < n; i++) {
-		rk->dport = bpf_htons((__u16)(min + off));
+		flow_key_set_dport(rk, bpf_htons((__u16)(min + off)));
 		if (bpf_map_update_elem(&ct_rev, rk, rv, BPF_NOEXIST) == 0)
 			return min + off;
 		off = off + 1 == n ? 0 : off + 1;
@@ -231,10 +219,10 @@ static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *
 {
 	const struct flow_key *key = &pkt->key;
 	const struct backend *be;
-	const struct iface_info *ifc;
-	struct ct_fwd fv = {};
-	struct ct_rev rv = {};
-	struct flow_key rk;
+	const __u8 *lb_mac;
+	union ct_fwd_words fv;
+	union ct_rev_words rv;
+	union flow_key_words rk;
 	__u32 id, ifindex, port;
 	__u8 state = key->proto == IPPROTO_TCP ? XDPLB_CT_NEW : XDPLB_CT_ESTABLISHED;
 
@@ -244,34 +232,32 @@ static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *
 	be = bpf_map_lookup_elem(&backends, &id);
 	if (!be || !(be->flags & XDPLB_BACKEND_F_ACTIVE))
 		return XDPLB_R_PASS_NO_BACKEND;
-	ifindex = be->ifindex;
-	ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
-	if (!ifc)
+	if (!(be->flags & XDPLB_BACKEND_F_IFACE))
 		return XDPLB_R_DROP_NO_IFACE;
+	/* The LB's MAC on the client's interface, which the replies will carry
+	 * as their source: pinned in ct_rev now, so that no reply needs an
+	 * ifaces lookup. When client and backend share the interface, the
+	 * backend entry holds a copy of it already. A client reached through
+	 * an interface we do not know gets no flow, rather than one whose
+	 * replies could not be sent. */
+	ifindex = ctx->ingress_ifindex;
+	lb_mac = be->lb_mac;
+	if (ifindex != be->ifindex) {
+		const struct iface_info *in = bpf_map_lookup_elem(&ifaces, &ifindex);
 
-	rv.last_seen_ns = now;
-	rv.client_ip = key->saddr;
-	rv.vip = key->daddr;
-	rv.client_port = key->sport;
-	rv.vport = key->dport;
-	rv.client_ifindex = ctx->ingress_ifindex;
-	__builtin_memcpy(rv.client_mac, pkt->eth->h_source, ETH_ALEN);
-	rv.state = state;
-	rv.backend_id = id;
-	rv.svc_id = svc->id;
+		if (!in)
+			return XDPLB_R_DROP_NO_IFACE;
+		lb_mac = in->mac;
+	}
 
-	ct_rev_key(&rk, be->ip, ifc->ip, svc->target_port, 0, key->proto);
-	port = ct_alloc_snat_port(&rk, &rv, cfg, flow_hash(key, XDPLB_HASH_SEED_SNAT), avoid_port);
+	ct_rev_set(&rv, now, key, ifindex, pkt->eth->h_source, state, id, svc->id, lb_mac);
+	ct_rev_key(&rk, be->ip, be->snat_ip, svc->target_port, 0, key->proto);
+	port = ct_alloc_snat_port(&rk, &rv.v, cfg, flow_hash(key, XDPLB_HASH_SEED_SNAT), avoid_port);
 	if (!port)
 		return XDPLB_R_DROP_NO_SNAT_PORT;
 
-	fv.last_seen_ns = now;
-	fv.backend_id = id;
-	fv.snat_ip = ifc->ip;
-	fv.snat_port = bpf_htons((__u16)port);
-	fv.state = state;
-	fv.svc_id = svc->id;
-	fv.backend_port = svc->target_port;
+	ct_fwd_set(&fv, now, id, be->snat_ip, bpf_htons((__u16)port), state, svc->id,
+		   svc->target_port);
 
 	if (bpf_map_update_elem(&ct_fwd, key, &fv, BPF_NOEXIST) != 0) {
 		/* Another CPU created this flow between our lookup and now:
@@ -295,12 +281,11 @@ static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *
 	}
 
 	t->be = be;
-	t->ifc = ifc;
 	t->backend_id = id;
 	t->svc_id = svc->id;
-	t->snat_ip = fv.snat_ip;
-	t->snat_port = fv.snat_port;
-	t->backend_port = fv.backend_port;
+	t->snat_ip = fv.v.snat_ip;
+	t->snat_port = fv.v.snat_port;
+	t->backend_port = fv.v.backend_port;
 	return XDPLB_R_FWD_NEW_FLOW;
 }
 

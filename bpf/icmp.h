@@ -38,7 +38,7 @@ static __always_inline struct ct_rev *icmp_quoted_flow(const struct packet *pkt,
 {
 	struct icmphdr *icmp = pkt->l4;
 	void *data_end = pkt->data_end;
-	struct flow_key rk = {};
+	union flow_key_words rk;
 	struct iphdr *in;
 	__u32 in_len;
 	__u16 *p;
@@ -63,11 +63,7 @@ static __always_inline struct ct_rev *icmp_quoted_flow(const struct packet *pkt,
 	    pkt->l4_off + sizeof(*icmp) + in_len + 8 > pkt->ip_len)
 		return 0;
 
-	rk.saddr = in->daddr;
-	rk.daddr = in->saddr;
-	rk.sport = p[1];
-	rk.dport = p[0];
-	rk.proto = in->protocol;
+	flow_key_set(&rk, in->daddr, in->saddr, p[1], p[0], in->protocol);
 	*inner = in;
 	*ports = p;
 	*ports_off = pkt->l4_off + sizeof(*icmp) + in_len;

@@ -11,8 +11,8 @@
 
 static __always_inline void nat_l2(struct ethhdr *eth, const __u8 *dst, const __u8 *src)
 {
-	__builtin_memcpy(eth->h_dest, dst, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, src, ETH_ALEN);
+	mac_copy(eth->h_dest, dst);
+	mac_copy(eth->h_source, src);
 }
 
 /* Replace both IPv4 addresses; returns the checksum diff of the change for

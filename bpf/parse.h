@@ -9,6 +9,7 @@
 #define XDPLB_PARSE_H
 
 #include "common.h"
+#include "words.h"
 
 #define ETH_P_IP 0x0800
 #define IP_MF 0x2000
@@ -24,6 +25,10 @@
 #define PARSE_OK XDPLB_R_MAX
 
 struct packet {
+	union {
+		struct flow_key key;    /* the 5-tuple, first so that it is 8-byte aligned */
+		union flow_key_words k; /* how parse_packet() writes it */
+	};
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	void *l4;         /* TCP, UDP or ICMP header; past any IP options */
@@ -35,7 +40,6 @@ struct packet {
 	__u16 l4_len;     /* pseudo-header length: TCP segment or UDP length */
 	__u8 tcp_flags;   /* 0 unless TCP */
 	__u8 first_frag;  /* MF set, offset 0: the L4 header is here, the rest is not */
-	struct flow_key key;
 };
 
 /*
@@ -50,7 +54,8 @@ static __always_inline __u32 parse_packet(struct xdp_md *ctx, struct packet *pkt
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
-	__u32 ihl_len, tot_len, frag;
+	__u32 vihl, ihl_len, tot_len, frag;
+	__u16 sport = 0, dport = 0;
 	void *l4;
 
 	if ((void *)(eth + 1) > data_end)
@@ -63,9 +68,13 @@ static __always_inline __u32 parse_packet(struct xdp_md *ctx, struct packet *pkt
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
 		return XDPLB_R_PASS_MALFORMED;
-	if (ip->version != 4 || ip->ihl < 5)
+	/* Version and IHL are read as the one byte they share: the bitfields of
+	 * vmlinux.h's struct iphdr are CO-RE relocated reads of several
+	 * instructions each, for a wire format that never changes. */
+	vihl = *(__u8 *)ip;
+	if (vihl >> 4 != 4 || (vihl & 0xf) < 5)
 		return XDPLB_R_PASS_MALFORMED;
-	ihl_len = ip->ihl * 4;
+	ihl_len = (vihl & 0xf) * 4;
 	tot_len = bpf_ntohs(ip->tot_len);
 	/* Trailing bytes past tot_len (Ethernet padding) are allowed and left
 	 * alone; a datagram longer than the frame is not. */
@@ -88,15 +97,6 @@ static __always_inline __u32 parse_packet(struct xdp_md *ctx, struct packet *pkt
 	pkt->l4_len = tot_len - ihl_len;
 	pkt->tcp_flags = 0;
 	pkt->first_frag = !!(frag & IP_MF);
-	pkt->key.saddr = ip->saddr;
-	pkt->key.daddr = ip->daddr;
-	pkt->key.sport = 0;
-	pkt->key.dport = 0;
-	pkt->key.proto = ip->protocol;
-	/* The key is hashed and compared as bytes: no stack garbage in it. */
-	pkt->key.pad[0] = 0;
-	pkt->key.pad[1] = 0;
-	pkt->key.pad[2] = 0;
 
 	switch (ip->protocol) {
 	case IPPROTO_TCP: {
@@ -108,10 +108,10 @@ static __always_inline __u32 parse_packet(struct xdp_md *ctx, struct packet *pkt
 		 * wherever they are. */
 		if ((void *)(th + 1) > data_end || ihl_len + sizeof(*th) > tot_len)
 			return XDPLB_R_PASS_MALFORMED;
-		if (th->doff < 5)
+		if (((__u8 *)th)[12] >> 4 < 5) /* data offset; see vihl above */
 			return XDPLB_R_PASS_MALFORMED;
-		pkt->key.sport = th->source;
-		pkt->key.dport = th->dest;
+		sport = th->source;
+		dport = th->dest;
 		pkt->tcp_flags = ((__u8 *)th)[13];
 		pkt->l4_csum = &th->check;
 		break;
@@ -131,8 +131,8 @@ static __always_inline __u32 parse_packet(struct xdp_md *ctx, struct packet *pkt
 				return XDPLB_R_PASS_MALFORMED;
 			pkt->l4_len = ulen;
 		}
-		pkt->key.sport = uh->source;
-		pkt->key.dport = uh->dest;
+		sport = uh->source;
+		dport = uh->dest;
 		pkt->l4_csum = &uh->check;
 		break;
 	}
@@ -144,6 +144,7 @@ static __always_inline __u32 parse_packet(struct xdp_md *ctx, struct packet *pkt
 	default:
 		return XDPLB_R_PASS_NOT_OURS;
 	}
+	flow_key_set(&pkt->k, ip->saddr, ip->daddr, sport, dport, ip->protocol);
 	return PARSE_OK;
 }
 

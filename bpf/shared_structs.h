@@ -52,13 +52,27 @@ struct svc_info {
 
 /* Backend flags. */
 #define XDPLB_BACKEND_F_ACTIVE (1 << 0) /* slot in use; flows to it are valid */
+/* lb_mac and snat_ip hold the ifaces entry of ifindex: the interface is one
+ * of ours. Set and cleared by pkg/dataplane only, never by its callers. */
+#define XDPLB_BACKEND_F_IFACE (1 << 1)
 
-/* Value of the backends array, indexed by backend id. */
+/*
+ * Value of the backends array, indexed by backend id.
+ *
+ * The caller of pkg/dataplane writes ip, ifindex, mac and the ACTIVE flag.
+ * pkg/dataplane copies the LB's own MAC and address on ifindex from the
+ * ifaces map into lb_mac and snat_ip (and keeps them current when that
+ * interface changes), so that forwarding a packet costs no ifaces lookup:
+ * the backend entry, read anyway, carries everything the rewrite needs.
+ */
 struct backend {
 	__u32 ip;      /* net */
 	__u32 ifindex; /* LB interface that reaches it (XDP_TX if it is the ingress one) */
 	__u8 mac[6];
-	__u16 flags; /* XDPLB_BACKEND_F_* */
+	__u16 flags;      /* XDPLB_BACKEND_F_* */
+	__u8 lb_mac[6];   /* the LB's MAC on ifindex: L2 source towards the backend */
+	__u16 pad;
+	__u32 snat_ip;    /* net: the LB's address on ifindex: SNAT source of new flows */
 };
 
 /* Value of the ifaces map, keyed by ifindex: the LB's own address on each
@@ -124,6 +138,27 @@ struct ct_rev {
 	__u8 pad;
 	__u32 backend_id;
 	__u32 svc_id; /* for the reply direction's service counters */
+	/* The LB's MAC on client_ifindex when the flow was created: the reply's
+	 * L2 source, pinned so that a reply costs no ifaces lookup. */
+	__u8 lb_mac[6];
+	__u8 pad2[2];
+};
+
+/*
+ * Value of the port_filter array: which destination ports can be ours. Entry
+ * i covers ports 64*i .. 64*i+63 (host order), bit p % 64 of each word is
+ * port p. A packet to a port with neither bit set can be in no conntrack
+ * map and match no service, so it is passed without a hash lookup: the
+ * cheap verdict for the host's own traffic. pkg/dataplane sets the bits
+ * (listen ports on SetService, the SNAT range on SetConfig) and never
+ * clears them while the maps live: flows outlive the service or the SNAT
+ * range they were created under, and must stay reachable.
+ */
+#define XDPLB_PORT_WORDS 1024 /* 65536 ports / 64 */
+
+struct port_bits {
+	__u64 service; /* a listen port of a service: client packets, ct_fwd */
+	__u64 snat;    /* a SNAT port: backend replies, ct_rev */
 };
 
 /* Config flags. */

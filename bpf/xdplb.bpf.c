@@ -5,11 +5,18 @@
  *   client:cport -> vip:vport      becomes  snat_ip:snat_port -> backend:bport
  *   backend:bport -> snat_ip:snat_port  becomes  vip:vport -> client:cport
  *
- * Per packet: parse; a tracked client flow is forwarded (ct_fwd); a tracked
- * backend reply is translated back (ct_rev); the first packet of a flow to a
- * service picks a backend by Maglev and claims a SNAT port; ICMP errors about
- * tracked flows are translated for the client. Everything else goes to the
- * kernel untouched. Every verdict bumps exactly one `reasons` counter.
+ * Per packet: parse; the destination port says which conntrack map can
+ * hold the packet (port_filter), and a packet to no port of ours goes to
+ * the kernel at once; a tracked client flow is forwarded (ct_fwd); a
+ * tracked backend reply is translated back (ct_rev); the first packet of a
+ * flow to a service picks a backend by Maglev and claims a SNAT port; ICMP
+ * errors about tracked flows are translated for the client. Everything else
+ * goes to the kernel untouched. Every verdict bumps exactly one `reasons`
+ * counter.
+ *
+ * The fast paths cost one hash lookup each (ct_fwd or ct_rev); everything
+ * else they need is in that entry or in array entries the verifier inlines
+ * (config, port_filter, backends, counters). `make bench` measures them.
  *
  * The TTL is left alone: with both addresses replaced the balancer is the
  * flow's endpoint on each side, not a router between them (as a proxy
@@ -45,7 +52,7 @@ static __always_inline int forward_to_backend(struct xdp_md *ctx, struct packet 
 
 	nat_l3l4(ctx, pkt, t->snat_ip, be->ip, t->snat_port, t->backend_port,
 		 cfg->flags & XDPLB_CFG_F_COMPLETE_PARTIAL);
-	nat_l2(pkt->eth, be->mac, t->ifc->mac);
+	nat_l2(pkt->eth, be->mac, be->lb_mac);
 	count_flow_packet(t->svc_id, t->backend_id, pkt->len, reason == XDPLB_R_FWD_NEW_FLOW);
 	return verdict(reason, egress(ctx, be->ifindex));
 }
@@ -54,18 +61,11 @@ static __always_inline int reply_to_client(struct xdp_md *ctx, struct packet *pk
 					   struct ct_rev *rev, const struct lb_config *cfg,
 					   __u64 now)
 {
-	__u32 ifindex = rev->client_ifindex;
-	const struct iface_info *ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
-	__u8 next;
-
-	if (!ifc)
-		return verdict(XDPLB_R_DROP_NO_IFACE, XDP_DROP);
-
-	next = ct_next_state(pkt, rev->state, 1);
+	__u8 next = ct_next_state(pkt, rev->state, 1);
 	if (next > rev->state) {
 		/* First reply (NEW -> ESTABLISHED) or close: also tell
 		 * ct_fwd, whose state picks the timeout on the client side. */
-		struct flow_key fk;
+		union flow_key_words fk;
 		struct ct_fwd *fwd;
 
 		rev->state = next;
@@ -78,31 +78,26 @@ static __always_inline int reply_to_client(struct xdp_md *ctx, struct packet *pk
 
 	nat_l3l4(ctx, pkt, rev->vip, rev->client_ip, rev->vport, rev->client_port,
 		 cfg->flags & XDPLB_CFG_F_COMPLETE_PARTIAL);
-	nat_l2(pkt->eth, rev->client_mac, ifc->mac);
+	nat_l2(pkt->eth, rev->client_mac, rev->lb_mac);
 	count_flow_packet(rev->svc_id, rev->backend_id, pkt->len, 0);
-	return verdict(XDPLB_R_REPLY, egress(ctx, ifindex));
+	return verdict(XDPLB_R_REPLY, egress(ctx, rev->client_ifindex));
 }
 
 static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *pkt)
 {
 	struct iphdr *inner = 0;
 	__u16 *ports = 0;
-	__u32 ports_off = 0, ifindex;
-	const struct iface_info *ifc;
+	__u32 ports_off = 0;
 	struct ct_rev *rev;
 
 	rev = icmp_quoted_flow(pkt, &inner, &ports, &ports_off);
 	if (!rev || !inner || !ports)
 		return verdict(XDPLB_R_PASS_ICMP, XDP_PASS);
-	ifindex = rev->client_ifindex;
-	ifc = bpf_map_lookup_elem(&ifaces, &ifindex);
-	if (!ifc)
-		return verdict(XDPLB_R_DROP_NO_IFACE, XDP_DROP);
 
 	icmp_nat_to_client(pkt, rev, inner, ports, ports_off);
-	nat_l2(pkt->eth, rev->client_mac, ifc->mac);
+	nat_l2(pkt->eth, rev->client_mac, rev->lb_mac);
 	count_flow_packet(rev->svc_id, rev->backend_id, pkt->len, 0);
-	return verdict(XDPLB_R_ICMP_ERROR_TO_CLIENT, egress(ctx, ifindex));
+	return verdict(XDPLB_R_ICMP_ERROR_TO_CLIENT, egress(ctx, rev->client_ifindex));
 }
 
 /*
@@ -113,23 +108,25 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *pkt)
  */
 static __always_inline int handle_first_fragment(const struct packet *pkt)
 {
-	struct svc_key sk = {
-		.vip = pkt->key.daddr,
-		.port = pkt->key.dport,
-		.proto = pkt->key.proto,
-	};
+	union svc_key_word sk;
 
+	svc_key_set(&sk, pkt->key.daddr, pkt->key.dport, pkt->key.proto);
 	if (bpf_map_lookup_elem(&ct_fwd, &pkt->key) || bpf_map_lookup_elem(&ct_rev, &pkt->key) ||
 	    bpf_map_lookup_elem(&services, &sk))
 		return verdict(XDPLB_R_DROP_FRAGMENT, XDP_DROP);
 	return verdict(XDPLB_R_PASS_NOT_OURS, XDP_PASS);
 }
 
-static __always_inline int in_snat_range(const struct lb_config *cfg, __u16 port_net)
+/*
+ * The clock, read only once a packet turned out to belong to a flow (a
+ * pass-through packet never needs it). The coarse clock (CLOCK_MONOTONIC
+ * at tick resolution) costs a load where bpf_ktime_get_ns() reads the TSC.
+ * Conntrack timeouts are seconds to hours; a tick of error is noise, and
+ * user space compares against CLOCK_MONOTONIC, the same clock.
+ */
+static __always_inline __u64 now_ns(void)
 {
-	__u16 port = bpf_ntohs(port_net);
-
-	return port >= cfg->snat_port_min && port <= cfg->snat_port_max;
+	return bpf_ktime_get_coarse_ns();
 }
 
 SEC("xdp")
@@ -138,13 +135,14 @@ int xdplb_main(struct xdp_md *ctx)
 	struct packet pkt;
 	struct flow_target t = {};
 	const struct lb_config *cfg;
+	const struct port_bits *pb;
 	const struct svc_info *svc;
-	struct svc_key sk = {};
+	union svc_key_word sk;
 	struct ct_fwd *fwd;
 	struct ct_rev *rev;
-	__u32 zero = 0, reason, avoid_port = 0;
-	int backend_gone = 0, rev_checked = 0;
-	__u64 now;
+	__u32 zero = 0, reason, avoid_port = 0, dport, word;
+	int backend_gone = 0;
+	__u64 bit;
 
 	reason = parse_packet(ctx, &pkt);
 	if (reason != PARSE_OK)
@@ -154,32 +152,34 @@ int xdplb_main(struct xdp_md *ctx)
 	if (pkt.first_frag)
 		return handle_first_fragment(&pkt);
 
+	/* Array lookups: the verifier inlines them, and they never miss. */
 	cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg)
+	dport = bpf_ntohs(pkt.key.dport);
+	word = dport / 64;
+	pb = bpf_map_lookup_elem(&port_filter, &word);
+	if (!cfg || !pb)
 		return verdict(XDPLB_R_PASS_NOT_OURS, XDP_PASS);
-	/* The coarse clock (CLOCK_MONOTONIC at tick resolution) costs a load
-	 * where bpf_ktime_get_ns() reads the TSC: a fifth of the fast path.
-	 * Conntrack timeouts are seconds to hours; a tick of error is noise,
-	 * and user space compares against CLOCK_MONOTONIC, the same clock. */
-	now = bpf_ktime_get_coarse_ns();
+	bit = 1ULL << (dport % 64);
 
 	/* A backend's reply is addressed to a SNAT port, a client's packet to
-	 * a service port, so try the likelier map first: the reply path then
-	 * costs one conntrack lookup instead of a miss and a hit. The order
-	 * only decides which entry wins if a 5-tuple is in both maps, which
-	 * takes a backend connecting to a VIP from its own target port to a
-	 * listen port inside the SNAT range. */
-	if (in_snat_range(cfg, pkt.key.dport)) {
+	 * a listen port: port_filter says which conntrack map can hold the
+	 * packet's tuple, so each path costs one conntrack lookup and a packet
+	 * to neither kind of port none at all. Should a port be of both kinds,
+	 * the reply is tried first; a tuple can only be in both maps if a
+	 * backend connects to a VIP from its target port to a listen port that
+	 * is also a SNAT port. */
+	if (pb->snat & bit) {
 		rev = bpf_map_lookup_elem(&ct_rev, &pkt.key);
 		if (rev)
-			return reply_to_client(ctx, &pkt, rev, cfg, now);
-		rev_checked = 1;
+			return reply_to_client(ctx, &pkt, rev, cfg, now_ns());
 	}
+	if (!(pb->service & bit))
+		return verdict(XDPLB_R_PASS_NOT_OURS, XDP_PASS);
 
 	/* A packet of a tracked client flow. */
 	fwd = bpf_map_lookup_elem(&ct_fwd, &pkt.key);
 	if (fwd) {
-		switch (ct_fwd_use(fwd, &pkt, cfg, now, &t)) {
+		switch (ct_fwd_use(fwd, &pkt, cfg, now_ns(), &t)) {
 		case CT_USE:
 			return forward_to_backend(ctx, &pkt, &t, cfg, XDPLB_R_FWD);
 		case CT_NO_IFACE:
@@ -192,22 +192,15 @@ int xdplb_main(struct xdp_md *ctx)
 			break;
 		}
 		ct_delete(&pkt.key, fwd);
-	} else if (!rev_checked) {
-		/* A backend's reply to a tracked flow. */
-		rev = bpf_map_lookup_elem(&ct_rev, &pkt.key);
-		if (rev)
-			return reply_to_client(ctx, &pkt, rev, cfg, now);
 	}
 
 	/* The first packet of a flow to a service (or of a flow re-created). */
-	sk.vip = pkt.key.daddr;
-	sk.port = pkt.key.dport;
-	sk.proto = pkt.key.proto;
+	svc_key_set(&sk, pkt.key.daddr, pkt.key.dport, pkt.key.proto);
 	svc = bpf_map_lookup_elem(&services, &sk);
 	if (!svc)
 		return verdict(XDPLB_R_PASS_NOT_OURS, XDP_PASS);
 
-	reason = ct_create(ctx, &pkt, svc, cfg, now, avoid_port, &t);
+	reason = ct_create(ctx, &pkt, svc, cfg, now_ns(), avoid_port, &t);
 	switch (reason) {
 	case XDPLB_R_FWD_NEW_FLOW:
 	case XDPLB_R_FWD:

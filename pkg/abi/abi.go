@@ -21,10 +21,16 @@ const (
 	MaxIfaces      = 64
 	SNATProbes     = 32
 	MaglevSizeSlot = 0
+	PortWords      = 1024 // entries of the port_filter array: 65536 ports / 64
 )
 
 // Backend flags.
-const BackendActive uint16 = 1 << 0
+const (
+	BackendActive uint16 = 1 << 0
+	// BackendIface says LBMAC and SNATIP hold the ifaces entry of IfIndex.
+	// pkg/dataplane sets and clears it; its callers never do.
+	BackendIface uint16 = 1 << 1
+)
 
 // Conntrack states.
 const (
@@ -57,6 +63,12 @@ type Backend struct {
 	IfIndex uint32
 	MAC     [6]byte
 	Flags   uint16
+	// LBMAC and SNATIP are the LB's own MAC and address (net) on IfIndex,
+	// copied from the ifaces map by pkg/dataplane so that the data path
+	// needs no ifaces lookup per packet. Callers leave them zero.
+	LBMAC  [6]byte
+	Pad    uint16
+	SNATIP uint32
 }
 
 // IfaceInfo is struct iface_info.
@@ -104,6 +116,17 @@ type CTRev struct {
 	Pad           uint8
 	BackendID     uint32
 	SvcID         uint32 // service of the flow, for reply-direction counters
+	// LBMAC is the LB's MAC on ClientIfIndex at flow creation: the
+	// replies' L2 source.
+	LBMAC [6]byte
+	Pad2  [2]byte
+}
+
+// PortBits is struct port_bits: entry i of the port_filter array, bit p%64
+// of each word standing for port 64*i + p%64.
+type PortBits struct {
+	Service uint64 // a listen port of a service
+	SNAT    uint64 // a SNAT port
 }
 
 // Config is struct lb_config.
@@ -162,12 +185,14 @@ func (r Reason) String() string {
 var (
 	_ [8 - unsafe.Sizeof(SvcKey{})]struct{}
 	_ [unsafe.Sizeof(SvcKey{}) - 8]struct{}
-	_ [16 - unsafe.Sizeof(Backend{})]struct{}
-	_ [unsafe.Sizeof(Backend{}) - 16]struct{}
+	_ [28 - unsafe.Sizeof(Backend{})]struct{}
+	_ [unsafe.Sizeof(Backend{}) - 28]struct{}
 	_ [32 - unsafe.Sizeof(CTFwd{})]struct{}
 	_ [unsafe.Sizeof(CTFwd{}) - 32]struct{}
-	_ [40 - unsafe.Sizeof(CTRev{})]struct{}
-	_ [unsafe.Sizeof(CTRev{}) - 40]struct{}
+	_ [48 - unsafe.Sizeof(CTRev{})]struct{}
+	_ [unsafe.Sizeof(CTRev{}) - 48]struct{}
+	_ [16 - unsafe.Sizeof(PortBits{})]struct{}
+	_ [unsafe.Sizeof(PortBits{}) - 16]struct{}
 )
 
 // IPv4 converts an address to the "net" representation the maps hold: the

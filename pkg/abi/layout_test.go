@@ -28,6 +28,7 @@ var mirrors = []struct {
 	{"ct_rev", abi.CTRev{}},
 	{"lb_config", abi.Config{}},
 	{"stats", abi.Stats{}},
+	{"port_bits", abi.PortBits{}},
 }
 
 func objectBTF(t *testing.T) *btf.Spec {
@@ -118,12 +119,18 @@ func TestLayoutCatchesMovedField(t *testing.T) {
 		IP      uint32
 		MAC     [6]byte
 		Flags   uint16
+		LBMAC   [6]byte
+		Pad     uint16
+		SNATIP  uint32
 	}
 	type resizedBackend struct {
 		IP      uint32
 		IfIndex uint32
 		MAC     [4]byte
 		Flags   uint32
+		LBMAC   [6]byte
+		Pad     uint16
+		SNATIP  uint32
 	}
 	if errs := compareLayout(st, reflect.TypeOf(abi.Backend{})); len(errs) != 0 {
 		t.Fatalf("the real mirror should match: %v", errs)

@@ -41,6 +41,7 @@ const (
 	mapCTFwd        = "ct_fwd"
 	mapCTRev        = "ct_rev"
 	mapConfig       = "config"
+	mapPortFilter   = "port_filter"
 	mapSvcStats     = "svc_stats"
 	mapBackendStats = "backend_stats"
 	mapReasons      = "reasons"
@@ -71,7 +72,7 @@ type Dataplane struct {
 	obj *object
 
 	services, maglevOuter, backends, ifaces *bpf.BPFMap
-	ctFwd, ctRev, config                    *bpf.BPFMap
+	ctFwd, ctRev, config, portFilter        *bpf.BPFMap
 	svcStats, backendStats, reasons         *bpf.BPFMap
 
 	// inner describes the Maglev inner-map template, recorded before load
@@ -83,6 +84,16 @@ type Dataplane struct {
 	mu       sync.Mutex
 	attached map[int]Mode // ifindex -> mode we attached in
 	closed   bool
+
+	// slotMu serialises the writers of backends and ifaces, so that every
+	// backend slot's copy of its interface (abi.Backend LBMAC, SNATIP)
+	// matches the ifaces map whatever order they are called in.
+	slotMu sync.Mutex
+
+	// filterMu guards ports, the port_filter bits set so far: the map's
+	// contents, kept here so that only changed entries are written.
+	filterMu sync.Mutex
+	ports    [abi.PortWords]abi.PortBits
 }
 
 // mapSpec is what Load checks every map against.
@@ -104,6 +115,7 @@ func (d *Dataplane) specs() []mapSpec {
 		{mapCTFwd, bpf.MapTypeLRUHash, unsafe.Sizeof(abi.FlowKey{}), unsafe.Sizeof(abi.CTFwd{}), &d.ctFwd},
 		{mapCTRev, bpf.MapTypeLRUHash, unsafe.Sizeof(abi.FlowKey{}), unsafe.Sizeof(abi.CTRev{}), &d.ctRev},
 		{mapConfig, bpf.MapTypeArray, u32, unsafe.Sizeof(abi.Config{}), &d.config},
+		{mapPortFilter, bpf.MapTypeArray, u32, unsafe.Sizeof(abi.PortBits{}), &d.portFilter},
 		{mapSvcStats, bpf.MapTypePerCPUArray, u32, unsafe.Sizeof(abi.Stats{}), &d.svcStats},
 		{mapBackendStats, bpf.MapTypePerCPUArray, u32, unsafe.Sizeof(abi.Stats{}), &d.backendStats},
 		{mapReasons, bpf.MapTypePerCPUArray, u32, unsafe.Sizeof(uint64(0)), &d.reasons},
@@ -136,6 +148,11 @@ func Load(opts Options) (*Dataplane, error) {
 		if reasons, _ := m.GetMap(mapReasons); reasons.MaxEntries() != uint32(abi.ReasonMax) {
 			return fmt.Errorf("map %s has %d counters but pkg/abi knows %d reasons: object and Go ABI disagree",
 				mapReasons, reasons.MaxEntries(), abi.ReasonMax)
+		}
+		// The filter must cover every port.
+		if pf, _ := m.GetMap(mapPortFilter); pf.MaxEntries() != abi.PortWords {
+			return fmt.Errorf("map %s has %d entries but pkg/abi expects %d: object and Go ABI disagree",
+				mapPortFilter, pf.MaxEntries(), abi.PortWords)
 		}
 		outer, _ := m.GetMap(mapMaglevOuter)
 		info, err := outer.InnerMapInfo()

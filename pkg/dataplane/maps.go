@@ -21,11 +21,46 @@ func (d *Dataplane) SetConfig(cfg abi.Config) error {
 	if cfg.SNATPortMin == 0 || cfg.SNATPortMin > cfg.SNATPortMax {
 		return fmt.Errorf("setting config: SNAT port range %d-%d is empty or starts at 0", cfg.SNATPortMin, cfg.SNATPortMax)
 	}
+	// The range's ports pass the port filter before any flow can use them.
+	if err := d.allowPorts(cfg.SNATPortMin, cfg.SNATPortMax, func(b *abi.PortBits, bit uint64) { b.SNAT |= bit }); err != nil {
+		return fmt.Errorf("setting config: %w", err)
+	}
 	key := uint32(0)
 	if err := d.config.Update(unsafe.Pointer(&key), unsafe.Pointer(&cfg)); err != nil {
 		return fmt.Errorf("setting config: %w", err)
 	}
 	return nil
+}
+
+// allowPorts sets, with set, the port_filter bit of every port in lo..hi
+// (host order). Bits are never cleared: a flow may outlive the service or
+// the SNAT range whose port it uses, and the data path must still find it.
+// So the filter only ever errs towards a conntrack lookup that misses.
+func (d *Dataplane) allowPorts(lo, hi uint16, set func(b *abi.PortBits, bit uint64)) error {
+	d.filterMu.Lock()
+	defer d.filterMu.Unlock()
+	for w := uint32(lo) / 64; w <= uint32(hi)/64; w++ {
+		next := d.ports[w]
+		for p := max(w*64, uint32(lo)); p <= min(w*64+63, uint32(hi)); p++ {
+			set(&next, 1<<(p%64))
+		}
+		if next == d.ports[w] {
+			continue
+		}
+		if err := d.portFilter.Update(unsafe.Pointer(&w), unsafe.Pointer(&next)); err != nil {
+			return fmt.Errorf("allowing ports %d-%d in %s: %w", lo, hi, mapPortFilter, err)
+		}
+		d.ports[w] = next
+	}
+	return nil
+}
+
+// portFilterEntry reads the port_filter entry covering port (host order).
+func (d *Dataplane) portFilterEntry(port uint16) (abi.PortBits, error) {
+	var b abi.PortBits
+	w := uint32(port) / 64
+	err := lookup(d.portFilter, unsafe.Pointer(&w), unsafe.Pointer(&b), unsafe.Sizeof(b))
+	return b, err
 }
 
 // Config reads the lb_config entry back.
@@ -38,23 +73,86 @@ func (d *Dataplane) Config() (abi.Config, error) {
 	return cfg, nil
 }
 
-// SetIface records the LB's address on an attached interface.
+// SetIface records the LB's address and MAC on an attached interface, and
+// brings the copy of them in every backend slot behind it up to date (see
+// SetBackend). Flows keep the interface's MAC they were created with as the
+// source of their replies (abi.CTRev LBMAC).
 func (d *Dataplane) SetIface(ifindex int, info abi.IfaceInfo) error {
 	if ifindex <= 0 {
 		return fmt.Errorf("setting interface: invalid ifindex %d", ifindex)
 	}
+	d.slotMu.Lock()
+	defer d.slotMu.Unlock()
 	key := uint32(ifindex)
 	if err := d.ifaces.Update(unsafe.Pointer(&key), unsafe.Pointer(&info)); err != nil {
+		return fmt.Errorf("setting interface %d: %w", ifindex, err)
+	}
+	if err := d.refreshSlots(key); err != nil {
 		return fmt.Errorf("setting interface %d: %w", ifindex, err)
 	}
 	return nil
 }
 
 // DeleteIface forgets an interface. Deleting an unknown one is not an error.
+// Backends behind it then take no packets (drop_no_iface) until it is set
+// again.
 func (d *Dataplane) DeleteIface(ifindex int) error {
+	d.slotMu.Lock()
+	defer d.slotMu.Unlock()
 	key := uint32(ifindex)
 	if err := deleteKey(d.ifaces, unsafe.Pointer(&key)); err != nil {
 		return fmt.Errorf("deleting interface %d: %w", ifindex, err)
+	}
+	if err := d.refreshSlots(key); err != nil {
+		return fmt.Errorf("deleting interface %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// withIface fills b's copy of its interface from the ifaces map: LBMAC,
+// SNATIP and the abi.BackendIface flag, or none of them when the interface
+// is not (or no longer) one of ours. Call with slotMu held.
+func (d *Dataplane) withIface(b abi.Backend) (abi.Backend, error) {
+	b.LBMAC, b.Pad, b.SNATIP = [6]byte{}, 0, 0
+	b.Flags &^= abi.BackendIface
+	if b.IfIndex == 0 {
+		return b, nil
+	}
+	var info abi.IfaceInfo
+	err := lookup(d.ifaces, unsafe.Pointer(&b.IfIndex), unsafe.Pointer(&info), unsafe.Sizeof(info))
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return b, nil
+	case err != nil:
+		return b, fmt.Errorf("reading interface %d: %w", b.IfIndex, err)
+	}
+	b.LBMAC, b.SNATIP = info.MAC, info.IP
+	b.Flags |= abi.BackendIface
+	return b, nil
+}
+
+// refreshSlots rewrites the interface copy of every backend slot behind
+// ifindex. Call with slotMu held.
+func (d *Dataplane) refreshSlots(ifindex uint32) error {
+	slots, err := d.backendSlots()
+	if err != nil {
+		return fmt.Errorf("reading backend slots: %w", err)
+	}
+	for id, b := range slots {
+		if b.IfIndex != ifindex {
+			continue
+		}
+		nb, err := d.withIface(b)
+		if err != nil {
+			return err
+		}
+		if nb == b {
+			continue
+		}
+		key := uint32(id)
+		if err := d.backends.Update(unsafe.Pointer(&key), unsafe.Pointer(&nb)); err != nil {
+			return fmt.Errorf("updating backend %d: %w", id, err)
+		}
 	}
 	return nil
 }
@@ -66,6 +164,11 @@ func (d *Dataplane) SetService(key abi.SvcKey, info abi.SvcInfo) error {
 	}
 	if key.Pad != 0 {
 		return fmt.Errorf("setting service %s: non-zero padding in key would never match a packet", svcString(key))
+	}
+	// The listen port passes the port filter before the service exists.
+	port := abi.PortFromNet(key.Port)
+	if err := d.allowPorts(port, port, func(b *abi.PortBits, bit uint64) { b.Service |= bit }); err != nil {
+		return fmt.Errorf("setting service %s: %w", svcString(key), err)
 	}
 	if err := d.services.Update(unsafe.Pointer(&key), unsafe.Pointer(&info)); err != nil {
 		return fmt.Errorf("setting service %s: %w", svcString(key), err)
@@ -105,10 +208,21 @@ func svcString(k abi.SvcKey) string {
 	return fmt.Sprintf("%s:%d/%s", abi.AddrFromIPv4(k.VIP), abi.PortFromNet(k.Port), proto)
 }
 
-// SetBackend writes backend slot id (1..abi.MaxBackends).
+// SetBackend writes backend slot id (1..abi.MaxBackends) from b's IP,
+// IfIndex, MAC and Flags. The slot's LBMAC, SNATIP and abi.BackendIface
+// flag are not the caller's: SetBackend copies them from the ifaces entry
+// of b.IfIndex, and SetIface and DeleteIface keep them current, so that
+// the data path forwards without an ifaces lookup. A backend behind an
+// interface that is not set takes no packets (drop_no_iface).
 func (d *Dataplane) SetBackend(id uint32, b abi.Backend) error {
 	if err := d.checkBackendID(id); err != nil {
 		return fmt.Errorf("setting backend: %w", err)
+	}
+	d.slotMu.Lock()
+	defer d.slotMu.Unlock()
+	b, err := d.withIface(b)
+	if err != nil {
+		return fmt.Errorf("setting backend %d: %w", id, err)
 	}
 	if err := d.backends.Update(unsafe.Pointer(&id), unsafe.Pointer(&b)); err != nil {
 		return fmt.Errorf("setting backend %d: %w", id, err)
@@ -122,6 +236,8 @@ func (d *Dataplane) DeleteBackend(id uint32) error {
 	if err := d.checkBackendID(id); err != nil {
 		return fmt.Errorf("deleting backend: %w", err)
 	}
+	d.slotMu.Lock()
+	defer d.slotMu.Unlock()
 	var zero abi.Backend
 	if err := d.backends.Update(unsafe.Pointer(&id), unsafe.Pointer(&zero)); err != nil {
 		return fmt.Errorf("deleting backend %d: %w", id, err)
@@ -129,12 +245,16 @@ func (d *Dataplane) DeleteBackend(id uint32) error {
 	return nil
 }
 
-// Backends reads back every slot flagged active.
+// Backends reads back every slot flagged active, as SetBackend's caller
+// wrote it: without the copy of the interface SetBackend adds (LBMAC,
+// SNATIP, abi.BackendIface), so that it compares equal to what was set.
 func (d *Dataplane) Backends() (map[uint32]abi.Backend, error) {
 	out := map[uint32]abi.Backend{}
 	err := forEach(d.backends, func(k, v []byte) error {
 		b := *(*abi.Backend)(unsafe.Pointer(&v[0]))
 		if b.Flags&abi.BackendActive != 0 {
+			b.LBMAC, b.Pad, b.SNATIP = [6]byte{}, 0, 0
+			b.Flags &^= abi.BackendIface
 			out[*(*uint32)(unsafe.Pointer(&k[0]))] = b
 		}
 		return nil

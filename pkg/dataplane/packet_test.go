@@ -115,7 +115,7 @@ func TestPacketTCPFlow(t *testing.T) {
 	}
 	wantRev := abi.CTRev{LastSeenNs: rev.LastSeenNs, ClientIP: abi.IPv4(client1), VIP: abi.IPv4(vip),
 		ClientPort: abi.Port(40000), VPort: abi.Port(vportTCP), ClientIfIndex: lbIfindex, ClientMAC: mac6(cMAC1),
-		State: abi.CTNew, BackendID: b.id, SvcID: svcTCP}
+		State: abi.CTNew, BackendID: b.id, SvcID: svcTCP, LBMAC: mac6(lbMAC)}
 	if rev != wantRev {
 		t.Errorf("ct_rev %+v, want %+v", rev, wantRev)
 	}
@@ -889,6 +889,160 @@ func TestPacketReasonTotals(t *testing.T) {
 	for r := range after {
 		if d := after[r] - before[r]; d != want[abi.Reason(r)] {
 			t.Errorf("reason %s moved by %d, want %d", abi.Reason(r), d, want[abi.Reason(r)])
+		}
+	}
+}
+
+// slot reads backend slot id as the data path sees it, derived fields and all.
+func (l *lab) slot(id uint32) abi.Backend {
+	l.t.Helper()
+	slots, err := l.d.backendSlots()
+	must(l.t, err)
+	return slots[id]
+}
+
+// TestPacketInterfaceCopies: the data path reads the LB's own MAC and
+// address from copies (backend slots, ct_rev) instead of the ifaces map.
+// SetBackend fills the slot's copy, SetIface and DeleteIface keep it
+// current; a flow pins its client interface's MAC for its replies.
+func TestPacketInterfaceCopies(t *testing.T) {
+	l := newLab(t)
+	l.addBackend(be7)
+	l.addService(vip, 443, layers.IPProtocolTCP, 8443, 3, []uint32{be7.id})
+
+	want1 := abi.Backend{IP: abi.IPv4(be1.ip), IfIndex: lbIfindex, MAC: mac6(be1.mac), Flags: abi.BackendActive | abi.BackendIface,
+		LBMAC: mac6(lbMAC), SNATIP: abi.IPv4(vip)}
+	if got := l.slot(be1.id); got != want1 {
+		t.Errorf("slot of backend 1 %+v, want %+v", got, want1)
+	}
+	if got := l.slot(be7.id); got.LBMAC != mac6(lb7MAC) || got.SNATIP != abi.IPv4(lb7IP) || got.Flags&abi.BackendIface == 0 {
+		t.Errorf("slot of backend 7 %+v, want interface 7's MAC %v and address %v", got, lb7MAC, lb7IP)
+	}
+	// Backends() gives back what the caller set, without the copy.
+	bes, err := l.d.Backends()
+	must(t, err)
+	if got, want := bes[be1.id], (abi.Backend{IP: want1.IP, IfIndex: want1.IfIndex, MAC: want1.MAC, Flags: abi.BackendActive}); got != want {
+		t.Errorf("Backends()[1] = %+v, want %+v", got, want)
+	}
+
+	// A flow on interface 1, established.
+	must(t, l.d.SetMaglevTable(svcTCP, []uint32{be1.id}))
+	syn := tcpFrom(client1, cMAC1, 40100)
+	sf := syn.frame(t)
+	_, sp := l.checkForward(sf, l.runExpect(sf, XDPTx, abi.ReasonFwdNewFlow), targetTCP, csumFull, be1)
+	reply := pkt{srcMAC: be1.mac, dstMAC: lbMAC, src: be1.ip, dst: vip, proto: layers.IPProtocolTCP,
+		sport: targetTCP, dport: sp, syn: true, ack: true}
+	l.runExpect(reply.frame(t), XDPTx, abi.ReasonReply)
+
+	// Interface 1 gets a new MAC: forwarding follows at once (the slot's
+	// copy), the existing flow's replies keep the MAC it was created with,
+	// a new flow's replies carry the new one.
+	newMAC := mac("02:00:00:00:00:99")
+	must(t, l.d.SetIface(lbIfindex, abi.IfaceInfo{IP: abi.IPv4(vip), MAC: mac6(newMAC)}))
+	if got := l.slot(be1.id); got.LBMAC != mac6(newMAC) {
+		t.Errorf("after SetIface, backend 1's copy of the LB MAC is %v, want %v", net.HardwareAddr(got.LBMAC[:]), newMAC)
+	}
+	est := syn
+	est.syn, est.ack = false, true
+	out := l.runExpect(est.frame(t), XDPTx, abi.ReasonFwd)
+	if src := decode(t, out).eth.SrcMAC; !bytes.Equal(src, newMAC) {
+		t.Errorf("forward after the MAC change leaves from %v, want %v", src, newMAC)
+	}
+	reply.syn = false
+	out = l.runExpect(reply.frame(t), XDPTx, abi.ReasonReply)
+	if src := decode(t, out).eth.SrcMAC; !bytes.Equal(src, lbMAC) {
+		t.Errorf("reply of a flow created before the MAC change leaves from %v, want the pinned %v", src, lbMAC)
+	}
+	syn2 := tcpFrom(client2, cMAC2, 40101)
+	sf2 := syn2.frame(t)
+	out = l.runExpect(sf2, XDPTx, abi.ReasonFwdNewFlow)
+	sp2 := decode(t, out).sport()
+	r2 := pkt{srcMAC: be1.mac, dstMAC: newMAC, src: be1.ip, dst: vip, proto: layers.IPProtocolTCP,
+		sport: targetTCP, dport: sp2, syn: true, ack: true}
+	out = l.runExpect(r2.frame(t), XDPTx, abi.ReasonReply)
+	if src := decode(t, out).eth.SrcMAC; !bytes.Equal(src, newMAC) {
+		t.Errorf("reply of a flow created after the MAC change leaves from %v, want %v", src, newMAC)
+	}
+	must(t, l.d.SetIface(lbIfindex, abi.IfaceInfo{IP: abi.IPv4(vip), MAC: mac6(lbMAC)}))
+
+	// Interface 7 goes away: its backend takes neither tracked nor new
+	// flows, until the interface is back.
+	s7 := tcpFrom(client1, cMAC1, 40102)
+	s7.dport = 443
+	f7 := s7.frame(t)
+	l.checkForward(f7, l.runExpect(f7, XDPRedirect, abi.ReasonFwdNewFlow), 8443, csumFull, be7)
+	must(t, l.d.DeleteIface(lb7Ifindex))
+	if got := l.slot(be7.id); got.Flags != abi.BackendActive || got.LBMAC != ([6]byte{}) || got.SNATIP != 0 {
+		t.Errorf("after DeleteIface, backend 7's slot %+v still claims the interface", got)
+	}
+	e7 := s7
+	e7.syn, e7.ack = false, true
+	l.runExpect(e7.frame(t), XDPDrop, abi.ReasonDropNoIface)
+	n7 := tcpFrom(client2, cMAC2, 40103)
+	n7.dport = 443
+	l.runExpect(n7.frame(t), XDPDrop, abi.ReasonDropNoIface)
+	must(t, l.d.SetIface(lb7Ifindex, abi.IfaceInfo{IP: abi.IPv4(lb7IP), MAC: mac6(lb7MAC)}))
+	l.checkForward(e7.frame(t), l.runExpect(e7.frame(t), XDPRedirect, abi.ReasonFwd), 8443, csumFull, be7)
+
+	// A client behind an interface that is not ours gets no flow: its
+	// replies would have no source MAC.
+	must(t, l.d.DeleteIface(lbIfindex))
+	in := tcpFrom(client3, cMAC3, 40104)
+	in.dport = 443
+	l.runExpect(in.frame(t), XDPDrop, abi.ReasonDropNoIface)
+	if _, ok := l.ctFwd(flowKey(client3, vip, 40104, 443, layers.IPProtocolTCP)); ok {
+		t.Error("a flow was created for a client on an unknown interface")
+	}
+}
+
+// TestPacketPortFilter: only packets to a listen port or a SNAT port cost
+// a conntrack lookup, and flows stay reachable after their service is
+// deleted and the SNAT range moved (port_filter bits are never cleared).
+func TestPacketPortFilter(t *testing.T) {
+	l := newLab(t)
+	for _, c := range []struct {
+		port          uint16
+		service, snat bool
+	}{
+		{vportTCP, true, false}, {vportUDP, true, false}, {snatPortMin, false, true}, {snatPortMax, false, true},
+		{25000, false, true}, {22, false, false}, {snatPortMin - 1, false, false}, {snatPortMax + 1, false, false},
+		{targetTCP, false, false}, {65535, false, false}, {0, false, false},
+	} {
+		b, err := l.d.portFilterEntry(c.port)
+		must(t, err)
+		bit := uint64(1) << (c.port % 64)
+		if got := b.Service&bit != 0; got != c.service {
+			t.Errorf("port %d: service bit %v, want %v", c.port, got, c.service)
+		}
+		if got := b.SNAT&bit != 0; got != c.snat {
+			t.Errorf("port %d: SNAT bit %v, want %v", c.port, got, c.snat)
+		}
+	}
+
+	syn := tcpFrom(client1, cMAC1, 40200)
+	sf := syn.frame(t)
+	b, sp := l.checkForward(sf, l.runExpect(sf, XDPTx, abi.ReasonFwdNewFlow), targetTCP, csumFull)
+	reply := pkt{srcMAC: b.mac, dstMAC: lbMAC, src: b.ip, dst: vip, proto: layers.IPProtocolTCP,
+		sport: targetTCP, dport: sp, syn: true, ack: true}
+	l.runExpect(reply.frame(t), XDPTx, abi.ReasonReply)
+
+	// The service goes and the SNAT range moves: the flow lives on.
+	must(t, l.d.DeleteService(abi.SvcKey{VIP: abi.IPv4(vip), Port: abi.Port(vportTCP), Proto: uint8(layers.IPProtocolTCP)}))
+	c := defaultConfig()
+	c.SNATPortMin, c.SNATPortMax = 40000, 40999
+	must(t, l.d.SetConfig(c)) // l.cfg keeps the range the flow's port came from, for checkForward
+	est := syn
+	est.syn, est.ack, est.payload = false, true, []byte("still here")
+	ef := est.frame(t)
+	l.checkForward(ef, l.runExpect(ef, XDPTx, abi.ReasonFwd), targetTCP, csumFull, b)
+	reply.syn = false
+	rf := reply.frame(t)
+	l.checkReply(rf, l.runExpect(rf, XDPTx, abi.ReasonReply), client1, cMAC1, 40200, vportTCP, csumFull)
+	// ...while a new connection to the deleted service is not ours.
+	l.runExpect(tcpFrom(client2, cMAC2, 40201).frame(t), XDPPass, abi.ReasonPassNotOurs)
+	for _, p := range []uint16{sp, 40000, 40999} {
+		if e, err := l.d.portFilterEntry(p); err != nil || e.SNAT&(1<<(p%64)) == 0 {
+			t.Errorf("port %d lost its SNAT bit (%v)", p, err)
 		}
 	}
 }

@@ -54,6 +54,26 @@ func (d *Dataplane) TestRun(pkt []byte, ingressIfindex int, repeat int) (action 
 }
 
 func (o *object) testRun(pkt []byte, ingressIfindex int, repeat int) (uint32, []byte, time.Duration, error) {
+	// The kernel abandons a run with EINTR when a signal is pending, which
+	// the Go runtime makes likely for long repeats; start over then. The
+	// abandoned part did run, so counters may count more than repeat runs.
+	var (
+		act uint32
+		out []byte
+		dur time.Duration
+		err error
+	)
+	for attempt := 0; attempt < 20; attempt++ {
+		if act, out, dur, err = o.testRunAttempt(pkt, ingressIfindex, repeat); !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	return act, out, dur, err
+}
+
+// testRunAttempt is one BPF_PROG_TEST_RUN call, without testRun's restart
+// on EINTR: for callers that must reset state before a restart.
+func (o *object) testRunAttempt(pkt []byte, ingressIfindex int, repeat int) (uint32, []byte, time.Duration, error) {
 	if len(pkt) == 0 {
 		return 0, nil, 0, fmt.Errorf("test run: empty packet")
 	}
@@ -78,17 +98,7 @@ func (o *object) testRun(pkt []byte, ingressIfindex int, repeat int) (uint32, []
 		CtxSizeIn:   uint32(len(ctx)),
 		Repeat:      repeat,
 	}
-	// The kernel abandons a run with EINTR when a signal is pending, which
-	// the Go runtime makes likely for long repeats; start over then. The
-	// abandoned part did run, so counters may count more than repeat runs.
-	var err error
-	for attempt := 0; attempt < 20; attempt++ {
-		if err = o.prog.Run(&opts); !errors.Is(err, syscall.EINTR) {
-			break
-		}
-		opts.DataOut, opts.DataSizeOut = out, uint32(len(out))
-	}
-	if err != nil {
+	if err := o.prog.Run(&opts); err != nil {
 		return 0, nil, 0, fmt.Errorf("test run of %s (%d-byte frame, ifindex %d): %w", o.prog.Name(), len(pkt), ingressIfindex, err)
 	}
 	return opts.RetVal, opts.DataOut, opts.Duration, nil
