@@ -38,6 +38,9 @@ type Dataplane interface {
 	Services() (map[abi.SvcKey]abi.SvcInfo, error)
 	Backends() (map[uint32]abi.Backend, error)
 	MaglevTable(svcID uint32) ([]uint32, error)
+	// Ids are reused: a new owner starts its counters from zero.
+	ResetServiceStats(id uint32) error
+	ResetBackendStats(id uint32) error
 }
 
 // Network tells the reconciler how backends are reached. The daemon backs it
@@ -188,6 +191,10 @@ func (r *Reconciler) applyService(want lbmodel.Service, res *Result) error {
 		if !ok {
 			return fmt.Errorf("service %s: more than %d services; raise the limit", key, r.opts.MaxServices)
 		}
+		if err := r.dp.ResetServiceStats(id); err != nil {
+			r.svcIDs.put(id)
+			return fmt.Errorf("service %s: %w", key, err)
+		}
 		svc = &service{name: want.Name, port: want.Port, id: id, backends: map[string]*backend{}}
 		r.services[key] = svc
 		r.log.WithFields(logrus.Fields{"service": want.Name, "port": want.Port.String(), "vips": addrList(want.VIPs)}).Info("service added")
@@ -278,6 +285,10 @@ func (r *Reconciler) applyBackend(svc *service, want lbmodel.Backend, res *Resul
 		id, ok := r.beIDs.get()
 		if !ok {
 			return fmt.Errorf("service %s: backend %s: more than %d backends; raise the limit", svc.name, want.Name, r.opts.MaxBackends)
+		}
+		if err := r.dp.ResetBackendStats(id); err != nil {
+			r.beIDs.put(id)
+			return fmt.Errorf("service %s: backend %s: %w", svc.name, want.Name, err)
 		}
 		be = &backend{id: id}
 	}

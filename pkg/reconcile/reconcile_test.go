@@ -25,10 +25,11 @@ type fakeDP struct {
 	backends map[uint32]abi.Backend
 	tables   map[uint32][]uint32
 	flows    map[uint32]int // backend id -> tracked flows
+	beStats  map[uint32]int // backend id -> counter value, for reset checks
 }
 
 func newFake() *fakeDP {
-	return &fakeDP{services: map[abi.SvcKey]abi.SvcInfo{}, backends: map[uint32]abi.Backend{}, tables: map[uint32][]uint32{}, flows: map[uint32]int{}}
+	return &fakeDP{services: map[abi.SvcKey]abi.SvcInfo{}, backends: map[uint32]abi.Backend{}, tables: map[uint32][]uint32{}, flows: map[uint32]int{}, beStats: map[uint32]int{}}
 }
 
 func (f *fakeDP) op(format string, a ...any) { f.ops = append(f.ops, fmt.Sprintf(format, a...)) }
@@ -68,6 +69,12 @@ func (f *fakeDP) PurgeBackendFlows(id uint32) (int, error) {
 	n := f.flows[id]
 	delete(f.flows, id)
 	return n, nil
+}
+func (f *fakeDP) ResetServiceStats(id uint32) error { f.op("svcstats0 %d", id); return nil }
+func (f *fakeDP) ResetBackendStats(id uint32) error {
+	f.op("bestats0 %d", id)
+	delete(f.beStats, id)
+	return nil
 }
 func (f *fakeDP) Services() (map[abi.SvcKey]abi.SvcInfo, error) { return f.services, nil }
 func (f *fakeDP) Backends() (map[uint32]abi.Backend, error)     { return f.backends, nil }
@@ -373,5 +380,30 @@ func TestMultiPortServiceLogsOneLinePerBackendTransition(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("%d 'backend removed' lines, want 1", n)
+	}
+}
+
+// A backend that takes over a freed id starts its counters at zero, before
+// its slot is written (and so before any packet can count against it).
+func TestReusedBackendIDStartsWithZeroCounters(t *testing.T) {
+	r, dp, _ := newRec(t, nil)
+	if _, err := r.Apply(web(be("a", "10.0.0.2", 1))); err != nil {
+		t.Fatal(err)
+	}
+	dp.beStats[1] = 12345
+	if _, err := r.Apply(web()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Apply(web(be("b", "10.0.0.3", 1))); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dp.backends[1]; !ok {
+		t.Fatalf("id 1 not reused: %v", dp.backends)
+	}
+	if v, ok := dp.beStats[1]; ok {
+		t.Fatalf("backend b inherited counter %d of backend a", v)
+	}
+	if reset, slot := indexOf(t, dp.ops, "bestats0 1"), indexOf(t, dp.ops, "be+ 1 10.0.0.3"); reset > slot {
+		t.Fatalf("counters reset after the slot went live: %v", dp.ops)
 	}
 }
