@@ -82,7 +82,7 @@ func (p portRange) Set(v string) error {
 func cmdRun(args []string, stderr io.Writer) int {
 	cfg := daemon.Config{
 		SNATPortMin: 10000, SNATPortMax: 32767,
-		MaxFlows: abi.MaxFlows,
+		MaxFlows: abi.MaxFlows, MaxServices: abi.MaxServices, MaxBackends: abi.MaxBackends,
 	}
 	fs := flag.NewFlagSet("xdplb run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -104,6 +104,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", defaultHTTPAddr, "address for /metrics and /healthz")
 	fs.Var(portRange{&cfg.SNATPortMin, &cfg.SNATPortMax}, "snat-ports", "source ports allocated to flows towards backends, MIN-MAX (default 10000-32767: below Linux's ephemeral range, so the LB's own connections never collide)")
 	fs.IntVar(&cfg.MaxFlows, "max-flows", abi.MaxFlows, "tracked flows (LRU beyond that)")
+	fs.IntVar(&cfg.MaxServices, "max-services", abi.MaxServices, "services, counting each listen port/protocol once")
+	fs.IntVar(&cfg.MaxBackends, "max-backends", abi.MaxBackends, "backends, counting a backend once per port it serves")
 	fs.DurationVar(&cfg.TCPTimeout, "tcp-timeout", 15*time.Minute, "idle timeout of an established TCP flow")
 	fs.DurationVar(&cfg.TCPClosingTimeout, "tcp-closing-timeout", 2*time.Minute, "idle timeout of a TCP flow after FIN/RST, or one that never got past SYN")
 	fs.DurationVar(&cfg.UDPTimeout, "udp-timeout", 5*time.Minute, "idle timeout of a UDP flow")

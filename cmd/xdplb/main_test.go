@@ -24,6 +24,8 @@ func TestBadInputExitsTwoNamingTheCulprit(t *testing.T) {
 		{"static without interface", []string{"run", "--discovery=static", "--service=web=80/tcp"}, "--interface"},
 		{"bad discovery", []string{"run", "--discovery=consul", "--interface=lo"}, `"consul"`},
 		{"stray argument", []string{"run", "extra"}, `"extra"`},
+		{"bad max services", []string{"run", "--discovery=static", "--interface=lo", "--service=web=80/tcp", "--max-services=0"}, "--max-services"},
+		{"bad max backends", []string{"run", "--discovery=static", "--interface=lo", "--service=web=80/tcp", "--max-backends=-5"}, "--max-backends"},
 		{"bad timeout", []string{"run", "--discovery=static", "--interface=lo", "--service=web=80/tcp", "--udp-timeout=0s"}, "--udp-timeout"},
 	}
 	for _, tc := range cases {

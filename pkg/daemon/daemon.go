@@ -47,6 +47,8 @@ type Config struct {
 
 	SNATPortMin, SNATPortMax uint16
 	MaxFlows                 int
+	MaxServices              int // service ids: one per listen port/protocol
+	MaxBackends              int // backend slots: one per backend per port
 	TCPTimeout               time.Duration
 	TCPClosingTimeout        time.Duration
 	UDPTimeout               time.Duration
@@ -122,13 +124,13 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 		return err
 	}
 
-	dp, err := dataplane.Load(dataplane.Options{Sizes: dataplane.Sizes{Flows: cfg.MaxFlows}})
+	dp, err := dataplane.Load(dataplane.Options{Sizes: dataplane.Sizes{Flows: cfg.MaxFlows, Services: cfg.MaxServices, Backends: cfg.MaxBackends}})
 	if err != nil {
 		return fmt.Errorf("loading the XDP program: %w", err)
 	}
 	d.dp = dp
 	defer d.shutdown()
-	d.rec = reconcile.New(dp, d, log.WithField("component", "reconcile"), reconcile.Options{})
+	d.rec = reconcile.New(dp, d, log.WithField("component", "reconcile"), reconcile.Options{MaxServices: cfg.MaxServices, MaxBackends: cfg.MaxBackends})
 
 	for _, it := range ifaces {
 		if err := d.attach(it); err != nil {
@@ -422,6 +424,12 @@ func validate(cfg *Config) error {
 	}
 	if cfg.MaxFlows < 1024 {
 		return usage("--max-flows=%d: want at least 1024", cfg.MaxFlows)
+	}
+	if cfg.MaxServices < 1 || cfg.MaxServices > 1<<20 {
+		return usage("--max-services=%d: want 1 to %d", cfg.MaxServices, 1<<20)
+	}
+	if cfg.MaxBackends < 1 || cfg.MaxBackends > 1<<20 {
+		return usage("--max-backends=%d: want 1 to %d", cfg.MaxBackends, 1<<20)
 	}
 	return nil
 }

@@ -57,7 +57,17 @@ type Sizes struct {
 	// default abi.MaxFlows. Both maps are LRU, so this bounds memory, not
 	// correctness: when full, the coldest flows are evicted.
 	Flows int
+	// Services is how many service ids exist (one per listen port and
+	// protocol of a service); default abi.MaxServices. The VIP map holds
+	// VIPsPerService times as many keys.
+	Services int
+	// Backends is how many backend slots exist; default abi.MaxBackends.
+	Backends int
 }
+
+// VIPsPerService is the services map's room per service id: a service
+// answers on one VIP per attached interface.
+const VIPsPerService = 16
 
 // Options configures Load.
 type Options struct {
@@ -128,6 +138,14 @@ func Load(opts Options) (*Dataplane, error) {
 	if opts.Sizes.Flows < 0 || int64(opts.Sizes.Flows) > int64(^uint32(0)) {
 		return nil, fmt.Errorf("loading xdplb: flow table size %d out of range", opts.Sizes.Flows)
 	}
+	// Ids are u32 and a service id also indexes the outer Maglev map; a
+	// million of either is far past any sane deployment.
+	if opts.Sizes.Services < 0 || opts.Sizes.Services > 1<<20 {
+		return nil, fmt.Errorf("loading xdplb: service count %d out of range 1..%d", opts.Sizes.Services, 1<<20)
+	}
+	if opts.Sizes.Backends < 0 || opts.Sizes.Backends > 1<<20 {
+		return nil, fmt.Errorf("loading xdplb: backend count %d out of range 1..%d", opts.Sizes.Backends, 1<<20)
+	}
 	image := opts.Object
 	if image == nil {
 		image = bpfobj.XDPLB
@@ -168,15 +186,7 @@ func Load(opts Options) (*Dataplane, error) {
 				mapMaglevOuter)
 		}
 		d.inner = *info
-		if opts.Sizes.Flows > 0 {
-			for _, name := range []string{mapCTFwd, mapCTRev} {
-				bm, _ := m.GetMap(name)
-				if err := bm.SetMaxEntries(uint32(opts.Sizes.Flows)); err != nil {
-					return fmt.Errorf("resizing map %s to %d entries: %w", name, opts.Sizes.Flows, err)
-				}
-			}
-		}
-		return nil
+		return resize(m, opts.Sizes)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loading xdplb: %w", err)
@@ -193,6 +203,38 @@ func Load(opts Options) (*Dataplane, error) {
 		*s.dst = bm
 	}
 	return d, nil
+}
+
+// resize applies Sizes before load. Only map definitions use the compiled-in
+// ceilings: the program bounds every id by a runtime lookup, never by a
+// constant, so any size is safe.
+func resize(m *bpf.Module, sz Sizes) error {
+	set := func(n int, entries uint32, names ...string) error {
+		if n == 0 {
+			return nil
+		}
+		for _, name := range names {
+			bm, err := m.GetMap(name)
+			if err != nil {
+				return fmt.Errorf("object has no map %q: %w", name, err)
+			}
+			if err := bm.SetMaxEntries(entries); err != nil {
+				return fmt.Errorf("resizing map %s to %d entries: %w", name, entries, err)
+			}
+		}
+		return nil
+	}
+	if err := set(sz.Flows, uint32(sz.Flows), mapCTFwd, mapCTRev); err != nil {
+		return err
+	}
+	if err := set(sz.Services, uint32(sz.Services), mapMaglevOuter, mapSvcStats); err != nil {
+		return err
+	}
+	if err := set(sz.Services, uint32(sz.Services*VIPsPerService), mapServices); err != nil {
+		return err
+	}
+	// Slot 0 means "no backend", so ids run 1..Backends.
+	return set(sz.Backends, uint32(sz.Backends+1), mapBackends, mapBackendStats)
 }
 
 func checkMap(m *bpf.BPFMap, s mapSpec) error {
