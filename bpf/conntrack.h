@@ -210,12 +210,15 @@ static __always_inline __u32 ct_alloc_snat_port(union flow_key_words *rk, const 
 
 /*
  * Create the flow of a client packet that no valid ct_fwd entry covers.
+ * csum_kind is what the packet taught about the client's checksums
+ * (l4_csum_kind()); the backend's are unknown until it sends.
  * Returns the verdict reason: XDPLB_R_FWD_NEW_FLOW (or XDPLB_R_FWD when
  * another CPU created the same flow first) with *t filled, or why not.
  */
 static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *pkt,
 				       const struct svc_info *svc, const struct lb_config *cfg,
-				       __u64 now, __u32 avoid_port, struct flow_target *t)
+				       __u64 now, __u32 avoid_port, __u8 csum_kind,
+				       struct flow_target *t)
 {
 	const struct flow_key *key = &pkt->key;
 	const struct backend *be;
@@ -256,7 +259,7 @@ static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *
 	if (!port)
 		return XDPLB_R_DROP_NO_SNAT_PORT;
 
-	ct_fwd_set(&fv, now, id, be->snat_ip, bpf_htons((__u16)port), state, svc->id,
+	ct_fwd_set(&fv, now, id, be->snat_ip, bpf_htons((__u16)port), state, csum_kind, svc->id,
 		   svc->target_port);
 
 	if (bpf_map_update_elem(&ct_fwd, key, &fv, BPF_NOEXIST) != 0) {

@@ -88,8 +88,9 @@ struct {
 
 /*
  * Non-complemented one's complement sum (folded) of `len` bytes of the
- * frame starting at offset `off`, or -1. Used only to complete a partial
- * checksum in native mode, off the fast path.
+ * frame starting at offset `off`, or -1. Used off the fast paths only: to
+ * complete a partial checksum in native mode, and to tell a partial
+ * checksum from a full one that equals it (l4_csum_kind(), bpf/nat.h).
  *
  * A global (not inlined) function: the verifier checks it once, with
  * unknown arguments, instead of once per call site and per packet-offset

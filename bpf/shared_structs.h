@@ -101,6 +101,16 @@ struct flow_key {
 #define XDPLB_CT_CLOSING 2
 
 /*
+ * What the L4 checksum fields of one direction of a flow hold, as learned
+ * from its packets (bpf/nat.h explains why it must be learned): the
+ * csum_kind of ct_fwd for the client's packets, of ct_rev for the
+ * backend's. Set by the data path only; user space may read it.
+ */
+#define XDPLB_CSUM_UNKNOWN 0 /* no packet has told yet */
+#define XDPLB_CSUM_FULL 1    /* full: a field differed from its pseudo-header sum */
+#define XDPLB_CSUM_PARTIAL 2 /* CHECKSUM_PARTIAL: a field equal to its pseudo-header sum was no valid full checksum */
+
+/*
  * ct_fwd: keyed by the client's 5-tuple {client, vip, cport, vport, proto}.
  * Tells a client packet which backend and which SNAT port its flow owns.
  */
@@ -110,7 +120,7 @@ struct ct_fwd {
 	__u32 snat_ip;     /* net: LB address on the backend's interface */
 	__u16 snat_port;   /* net */
 	__u8 state;        /* XDPLB_CT_* as seen from the client side */
-	__u8 pad;
+	__u8 csum_kind;    /* XDPLB_CSUM_* of the client's packets */
 	__u32 svc_id;
 	/* net: the backend port the flow was opened to. Pinned per flow, not read
 	 * from services on every packet: the ct_rev key holds it, so a service
@@ -135,7 +145,7 @@ struct ct_rev {
 	__u32 client_ifindex;
 	__u8 client_mac[6]; /* L2 source of the client's packets: the reply's L2 destination */
 	__u8 state;         /* XDPLB_CT_* as seen from the backend side */
-	__u8 pad;
+	__u8 csum_kind;     /* XDPLB_CSUM_* of the backend's packets */
 	__u32 backend_id;
 	__u32 svc_id; /* for the reply direction's service counters */
 	/* The LB's MAC on client_ifindex when the flow was created: the reply's

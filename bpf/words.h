@@ -61,17 +61,19 @@ union ct_fwd_words {
 };
 
 _Static_assert(sizeof(struct ct_fwd) == 32 && __builtin_offsetof(struct ct_fwd, snat_ip) == 12 &&
+		       __builtin_offsetof(struct ct_fwd, state) == 18 &&
+		       __builtin_offsetof(struct ct_fwd, csum_kind) == 19 &&
 		       __builtin_offsetof(struct ct_fwd, svc_id) == 20 &&
 		       __builtin_offsetof(struct ct_fwd, backend_port) == 24,
 	       "ct_fwd_set() knows struct ct_fwd's layout");
 
 static __always_inline void ct_fwd_set(union ct_fwd_words *v, __u64 now, __u32 backend_id,
-				       __u32 snat_ip, __u16 snat_port, __u8 state, __u32 svc_id,
-				       __u16 backend_port)
+				       __u32 snat_ip, __u16 snat_port, __u8 state, __u8 csum_kind,
+				       __u32 svc_id, __u16 backend_port)
 {
 	v->w[0] = now;
 	v->w[1] = (__u64)snat_ip << 32 | backend_id;
-	v->w[2] = (__u64)svc_id << 32 | (__u32)state << 16 | snat_port;
+	v->w[2] = (__u64)svc_id << 32 | (__u32)csum_kind << 24 | (__u32)state << 16 | snat_port;
 	v->w[3] = backend_port;
 }
 
@@ -84,11 +86,13 @@ _Static_assert(sizeof(struct ct_rev) == 48 && __builtin_offsetof(struct ct_rev, 
 		       __builtin_offsetof(struct ct_rev, client_ifindex) == 20 &&
 		       __builtin_offsetof(struct ct_rev, client_mac) == 24 &&
 		       __builtin_offsetof(struct ct_rev, state) == 30 &&
+		       __builtin_offsetof(struct ct_rev, csum_kind) == 31 &&
 		       __builtin_offsetof(struct ct_rev, svc_id) == 36 &&
 		       __builtin_offsetof(struct ct_rev, lb_mac) == 40,
 	       "ct_rev_set() knows struct ct_rev's layout");
 
-/* The ct_rev value of a client flow k (client -> vip). */
+/* The ct_rev value of a client flow k (client -> vip). Its csum_kind (the
+ * top byte of w[3]) starts XDPLB_CSUM_UNKNOWN: no backend packet seen yet. */
 static __always_inline void ct_rev_set(union ct_rev_words *v, __u64 now, const struct flow_key *k,
 				       __u32 client_ifindex, const __u8 *client_mac, __u8 state,
 				       __u32 backend_id, __u32 svc_id, const __u8 *lb_mac)

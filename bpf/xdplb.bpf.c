@@ -44,14 +44,21 @@ static __always_inline int egress(struct xdp_md *ctx, __u32 ifindex)
 	return bpf_redirect(ifindex, 0);
 }
 
+static __always_inline int complete_partial(const struct lb_config *cfg)
+{
+	return cfg->flags & XDPLB_CFG_F_COMPLETE_PARTIAL;
+}
+
+/* csum is what the packet's L4 checksum field holds (l4_csum_kind()). */
 static __always_inline int forward_to_backend(struct xdp_md *ctx, struct packet *pkt,
 					      const struct flow_target *t,
-					      const struct lb_config *cfg, __u32 reason)
+					      const struct lb_config *cfg, __u32 reason,
+					      enum l4_csum csum)
 {
 	const struct backend *be = t->be;
 
-	nat_l3l4(ctx, pkt, t->snat_ip, be->ip, t->snat_port, t->backend_port,
-		 cfg->flags & XDPLB_CFG_F_COMPLETE_PARTIAL);
+	nat_l3l4(ctx, pkt, t->snat_ip, be->ip, t->snat_port, t->backend_port, csum,
+		 complete_partial(cfg));
 	nat_l2(pkt->eth, be->mac, be->lb_mac);
 	count_flow_packet(t->svc_id, t->backend_id, pkt->len, reason == XDPLB_R_FWD_NEW_FLOW);
 	return verdict(reason, egress(ctx, be->ifindex));
@@ -62,6 +69,8 @@ static __always_inline int reply_to_client(struct xdp_md *ctx, struct packet *pk
 					   __u64 now)
 {
 	__u8 next = ct_next_state(pkt, rev->state, 1);
+	enum l4_csum csum;
+
 	if (next > rev->state) {
 		/* First reply (NEW -> ESTABLISHED) or close: also tell
 		 * ct_fwd, whose state picks the timeout on the client side. */
@@ -76,8 +85,9 @@ static __always_inline int reply_to_client(struct xdp_md *ctx, struct packet *pk
 	}
 	ct_touch(&rev->last_seen_ns, now, ct_timeout(cfg, pkt->key.proto, rev->state));
 
-	nat_l3l4(ctx, pkt, rev->vip, rev->client_ip, rev->vport, rev->client_port,
-		 cfg->flags & XDPLB_CFG_F_COMPLETE_PARTIAL);
+	csum = l4_csum_kind(ctx, pkt, &rev->csum_kind, CSUM_SIDE_BACKEND, complete_partial(cfg));
+	nat_l3l4(ctx, pkt, rev->vip, rev->client_ip, rev->vport, rev->client_port, csum,
+		 complete_partial(cfg));
 	nat_l2(pkt->eth, rev->client_mac, rev->lb_mac);
 	count_flow_packet(rev->svc_id, rev->backend_id, pkt->len, 0);
 	return verdict(XDPLB_R_REPLY, egress(ctx, rev->client_ifindex));
@@ -141,6 +151,8 @@ int xdplb_main(struct xdp_md *ctx)
 	struct ct_fwd *fwd;
 	struct ct_rev *rev;
 	__u32 zero = 0, reason, avoid_port = 0, dport, word;
+	__u8 csum_learned = XDPLB_CSUM_UNKNOWN;
+	enum l4_csum csum;
 	int backend_gone = 0;
 	__u64 bit;
 
@@ -181,7 +193,8 @@ int xdplb_main(struct xdp_md *ctx)
 	if (fwd) {
 		switch (ct_fwd_use(fwd, &pkt, cfg, now_ns(), &t)) {
 		case CT_USE:
-			return forward_to_backend(ctx, &pkt, &t, cfg, XDPLB_R_FWD);
+			csum = l4_csum_kind(ctx, &pkt, &fwd->csum_kind, CSUM_SIDE_CLIENT, complete_partial(cfg));
+			return forward_to_backend(ctx, &pkt, &t, cfg, XDPLB_R_FWD, csum);
 		case CT_NO_IFACE:
 			return verdict(XDPLB_R_DROP_NO_IFACE, XDP_DROP);
 		case CT_RENEW:
@@ -200,11 +213,15 @@ int xdplb_main(struct xdp_md *ctx)
 	if (!svc)
 		return verdict(XDPLB_R_PASS_NOT_OURS, XDP_PASS);
 
-	reason = ct_create(ctx, &pkt, svc, cfg, now_ns(), avoid_port, &t);
+	/* Decided before the flow exists, so that ct_create() stores what
+	 * the packet taught. A flow re-created (CT_RENEW, CT_GONE) starts
+	 * over: it may be another socket. */
+	csum = l4_csum_kind(ctx, &pkt, &csum_learned, CSUM_SIDE_CLIENT, complete_partial(cfg));
+	reason = ct_create(ctx, &pkt, svc, cfg, now_ns(), avoid_port, csum_learned, &t);
 	switch (reason) {
 	case XDPLB_R_FWD_NEW_FLOW:
 	case XDPLB_R_FWD:
-		return forward_to_backend(ctx, &pkt, &t, cfg, reason);
+		return forward_to_backend(ctx, &pkt, &t, cfg, reason, csum);
 	case XDPLB_R_PASS_NO_BACKEND:
 		/* A flow that lost its backend and finds no other: the local
 		 * stack would answer a mid-stream segment with RST, but an

@@ -39,6 +39,15 @@ const (
 	CTClosing     uint8 = 2
 )
 
+// Checksum kinds: what the L4 checksum fields of one direction of a flow
+// hold, as the data path learned it (CTFwd.CsumKind for the client's
+// packets, CTRev.CsumKind for the backend's). Set by the data path only.
+const (
+	CsumUnknown uint8 = 0 // nothing learned yet
+	CsumFull    uint8 = 1 // full checksums
+	CsumPartial uint8 = 2 // CHECKSUM_PARTIAL pseudo-header sums
+)
+
 // Config flags.
 const CfgCompletePartial uint32 = 1 << 0
 
@@ -95,7 +104,7 @@ type CTFwd struct {
 	SNATIP     uint32 // net
 	SNATPort   uint16 // net
 	State      uint8
-	Pad        uint8
+	CsumKind   uint8 // Csum* of the client's packets
 	SvcID      uint32
 	// BackendPort is the backend port the flow was opened to (net), pinned
 	// per flow because the ct_rev key holds it.
@@ -113,7 +122,7 @@ type CTRev struct {
 	ClientIfIndex uint32
 	ClientMAC     [6]byte
 	State         uint8
-	Pad           uint8
+	CsumKind      uint8 // Csum* of the backend's packets
 	BackendID     uint32
 	SvcID         uint32 // service of the flow, for reply-direction counters
 	// LBMAC is the LB's MAC on ClientIfIndex at flow creation: the

@@ -33,6 +33,13 @@ package dataplane
 //     (outside the timing), so the run fills a table of the production
 //     default size from empty up to benchChain flows, a sixth of the SNAT
 //     ports: a well-sized deployment, not one evicting or short of ports.
+//   - partial csum: the established, reply and new-flow frames with the
+//     pseudo-header sum in the L4 checksum field, as a CHECKSUM_PARTIAL
+//     packet from a local socket over veth has it (generic mode). The
+//     rewrite keeps it the pseudo-header sum of addresses that do not
+//     change. The established flow's directions learned PARTIAL before
+//     the run (bpf/nat.h); every SYN of the chain is a new flow's first
+//     packet, which the program sums once to tell it from a full checksum.
 //   - pass-through: the program leaves the frame alone.
 //
 // Counters prove it: after every run the reason counter of the case's path
@@ -58,6 +65,7 @@ package dataplane
 // about 6%.
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -149,15 +157,19 @@ func benchCases(tb testing.TB, repeat, chain, flows int) []*benchCase {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(trivial.close)
-	self, selfFwd, selfReply := newSelfMappedRig(tb)
+	self, selfFwd, selfReply, selfFwdPartial, selfReplyPartial := newSelfMappedRig(tb)
 	syn, chainSYN := newSYNChainRig(tb, flows)
 	host, hostTraffic, foreign := newPassThroughRig(tb)
 	return []*benchCase{
 		{name: "trivial XDP_TX", obj: trivial, frame: selfFwd, repeat: repeat},
 		{name: "established (client->backend)", target: 3, rig: self, obj: self.d.obj, frame: selfFwd, want: abi.ReasonFwd, repeat: repeat},
 		{name: "reply (backend->client)", target: 3, rig: self, obj: self.d.obj, frame: selfReply, want: abi.ReasonReply, repeat: repeat},
+		{name: "established, partial csum", target: 3, rig: self, obj: self.d.obj, frame: selfFwdPartial, want: abi.ReasonFwd, repeat: repeat},
+		{name: "reply, partial csum", target: 3, rig: self, obj: self.d.obj, frame: selfReplyPartial, want: abi.ReasonReply, repeat: repeat},
 		{name: "new flow (SYN)", target: 15, rig: syn, obj: syn.d.obj, frame: chainSYN, want: abi.ReasonFwdNewFlow, repeat: chain,
 			reset: syn.clearFlows},
+		{name: "new flow (SYN), partial csum", target: 15, rig: syn, obj: syn.d.obj, frame: withPartialCsum(chainSYN),
+			want: abi.ReasonFwdNewFlow, repeat: chain, reset: syn.clearFlows},
 		{name: "pass-through, host traffic", rig: host, obj: host.d.obj, frame: hostTraffic, want: abi.ReasonPassNotOurs, repeat: repeat},
 		{name: "pass-through, other address", rig: host, obj: host.d.obj, frame: foreign, want: abi.ReasonPassNotOurs, repeat: repeat},
 	}
@@ -208,6 +220,8 @@ func BenchmarkDataPath(b *testing.B) {
 	fmt.Println("truncation to whole ns (which leaves the baseline, and so every ratio, uncertain by about 0.5 ns / baseline).")
 	fmt.Println("established/reply: a self-mapping flow, every repeat a full forward or reply. new flow: a SYN chain, every repeat")
 	fmt.Println("creates a flow (Maglev, SNAT port claim, two conntrack inserts) in a table emptied before each run.")
+	fmt.Println("partial csum: the same frames with the pseudo-header sum as L4 checksum (CHECKSUM_PARTIAL, generic mode); a new")
+	fmt.Println("flow's first such packet is summed once to tell it from a full checksum, an established one's direction knows.")
 	fmt.Println("Counters checked after every run: each repeat took the case's path. See the top of bench_test.go.")
 	fmt.Println(note)
 	if !allMet {
@@ -257,9 +271,11 @@ func TestBenchCasesStayOnTheirPath(t *testing.T) {
 
 // newSelfMappedRig sets up a data path on which one TCP flow's forward and
 // reply frames are fixed points of the program (see the top of this file),
-// and returns them after checking that they are.
-func newSelfMappedRig(tb testing.TB) (*lbRig, []byte, []byte) {
-	r := newLBRig(tb, 1024)
+// and returns them after checking that they are: with full checksums, then
+// with partial ones (the flow's directions learn PARTIAL from the first
+// partial frame of each, and full frames stay full after that).
+func newSelfMappedRig(tb testing.TB) (r *lbRig, fwd, reply, fwdPartial, replyPartial []byte) {
+	r = newLBRig(tb, 1024)
 	cfg := lbtConfig()
 	cfg.SNATPortMin, cfg.SNATPortMax = selfPort, selfPort
 	r.must(r.d.SetConfig(cfg))
@@ -278,8 +294,33 @@ func newSelfMappedRig(tb testing.TB) (*lbRig, []byte, []byte) {
 		}
 		return frame
 	}
-	return r, fixedPoint("forward", tcp(lbtClient, lbtVIP, selfPort, lbtTCPPort, false, true)),
-		fixedPoint("reply", tcp(lbtVIP, lbtClient, lbtTCPPort, selfPort, false, true))
+	fwd = tcp(lbtClient, lbtVIP, selfPort, lbtTCPPort, false, true)
+	reply = tcp(lbtVIP, lbtClient, lbtTCPPort, selfPort, false, true)
+	fwdPartial = fixedPoint("forward, partial checksum", withPartialCsum(fwd))
+	replyPartial = fixedPoint("reply, partial checksum", withPartialCsum(reply))
+	if l4FullOK(fwdPartial) || l4FullOK(replyPartial) {
+		tb.Fatal("a self-mapping partial-checksum frame is also a valid full one: it would not teach PARTIAL")
+	}
+	// The partial rows measure the learned fast path, not the summing.
+	fk := abi.FlowKey{SAddr: abi.IPv4(lbtClient), DAddr: abi.IPv4(lbtVIP), SPort: abi.Port(selfPort), DPort: abi.Port(lbtTCPPort), Proto: unix.IPPROTO_TCP}
+	rk := abi.FlowKey{SAddr: abi.IPv4(lbtVIP), DAddr: abi.IPv4(lbtClient), SPort: abi.Port(lbtTCPPort), DPort: abi.Port(selfPort), Proto: unix.IPPROTO_TCP}
+	fv, err := r.d.ctFwd.GetValue(unsafe.Pointer(&fk))
+	r.must(err)
+	rv, err := r.d.ctRev.GetValue(unsafe.Pointer(&rk))
+	r.must(err)
+	if f, rev := asFwd(fv), asRev(rv); f.CsumKind != abi.CsumPartial || rev.CsumKind != abi.CsumPartial {
+		tb.Fatalf("self-mapping flow learned checksum kinds %d (client) and %d (backend), want partial (%d)",
+			f.CsumKind, rev.CsumKind, abi.CsumPartial)
+	}
+	return r, fixedPoint("forward", fwd), fixedPoint("reply", reply), fwdPartial, replyPartial
+}
+
+// withPartialCsum is a copy of a TCP or UDP frame whose L4 checksum field
+// holds the pseudo-header sum, as a CHECKSUM_PARTIAL packet's does.
+func withPartialCsum(frame []byte) []byte {
+	f := slices.Clone(frame)
+	binary.BigEndian.PutUint16(f[l4CsumOff(f):], pseudoFolded(f))
+	return f
 }
 
 // newSYNChainRig sets up a data path on which a forwarded SYN is the next

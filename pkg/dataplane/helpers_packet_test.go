@@ -229,6 +229,10 @@ const (
 	csumFull    csumMode = iota // a correct full L4 checksum
 	csumPartial                 // the pseudo-header sum, as CHECKSUM_PARTIAL leaves it
 	csumNone                    // UDP only: 0, "no checksum"
+	// csumAmbiguous: a correct full checksum that equals the pseudo-header
+	// sum, so the packet is valid read as either kind (1 in 2^16 full
+	// checksums are). Built by choosing the first two payload bytes.
+	csumAmbiguous
 )
 
 // pkt describes an Ethernet/IPv4/TCP|UDP frame.
@@ -294,8 +298,35 @@ func (p pkt) frame(t *testing.T) []byte {
 			t.Fatalf("pkt: csumNone is UDP only")
 		}
 		binary.BigEndian.PutUint16(b[l4CsumOff(b):], 0)
+	case csumAmbiguous:
+		makeAmbiguous(t, b)
 	}
 	return b
+}
+
+// makeAmbiguous rewrites the first two payload bytes of a TCP or UDP frame
+// (at an even offset of the segment: no TCP options here) and sets the
+// checksum field to the pseudo-header sum, so that the field is also the
+// correct full checksum: the pseudo-header sum P, the rest of the segment
+// R and the word W must satisfy P + R + W + P = 0xffff (one's complement).
+func makeAmbiguous(t *testing.T, frame []byte) {
+	t.Helper()
+	seg := l4Seg(frame)
+	hdr := 8
+	if ipHdr(frame)[9] == uint8(layers.IPProtocolTCP) {
+		hdr = int(seg[12]>>4) * 4
+	}
+	if len(seg) < hdr+2 || hdr%2 != 0 {
+		t.Fatalf("makeAmbiguous: need 2 payload bytes at an even offset, have %d at %d", len(seg)-hdr, hdr)
+	}
+	p := pseudoFolded(frame)
+	binary.BigEndian.PutUint16(frame[l4CsumOff(frame):], p)
+	binary.BigEndian.PutUint16(seg[hdr:], 0)
+	binary.BigEndian.PutUint16(seg[hdr:], ^fold(pseudoSum(frame)+sum16(seg)))
+	if !l4FullOK(frame) || l4CsumField(frame) != pseudoFolded(frame) {
+		t.Fatalf("makeAmbiguous: built no ambiguous checksum: field %#04x, pseudo %#04x, full ok %v",
+			l4CsumField(frame), pseudoFolded(frame), l4FullOK(frame))
+	}
 }
 
 // reply is the packet of the other direction, with the given MACs.
@@ -454,6 +485,8 @@ func checkCsums(t *testing.T, what string, frame []byte, want csumMode) {
 		if field != 0 {
 			t.Errorf("%s: UDP checksum %#04x, want it to stay 0", what, field)
 		}
+	default:
+		t.Fatalf("%s: checkCsums cannot check for checksum mode %d", what, want)
 	}
 }
 

@@ -105,7 +105,7 @@ func TestPacketTCPFlow(t *testing.T) {
 		t.Fatal("no ct_fwd entry after the SYN")
 	}
 	wantFwd := abi.CTFwd{LastSeenNs: fwd.LastSeenNs, BackendID: b.id, SNATIP: abi.IPv4(vip), SNATPort: abi.Port(sp),
-		State: abi.CTNew, SvcID: svcTCP, BackendPort: abi.Port(targetTCP)}
+		State: abi.CTNew, CsumKind: abi.CsumFull, SvcID: svcTCP, BackendPort: abi.Port(targetTCP)}
 	if fwd != wantFwd || fwd.LastSeenNs == 0 {
 		t.Errorf("ct_fwd %+v, want %+v", fwd, wantFwd)
 	}
@@ -115,7 +115,7 @@ func TestPacketTCPFlow(t *testing.T) {
 	}
 	wantRev := abi.CTRev{LastSeenNs: rev.LastSeenNs, ClientIP: abi.IPv4(client1), VIP: abi.IPv4(vip),
 		ClientPort: abi.Port(40000), VPort: abi.Port(vportTCP), ClientIfIndex: lbIfindex, ClientMAC: mac6(cMAC1),
-		State: abi.CTNew, BackendID: b.id, SvcID: svcTCP, LBMAC: mac6(lbMAC)}
+		State: abi.CTNew, CsumKind: abi.CsumUnknown, BackendID: b.id, SvcID: svcTCP, LBMAC: mac6(lbMAC)}
 	if rev != wantRev {
 		t.Errorf("ct_rev %+v, want %+v", rev, wantRev)
 	}
@@ -129,8 +129,8 @@ func TestPacketTCPFlow(t *testing.T) {
 	if f, _ := l.ctFwd(fk); f.State != abi.CTEstablished {
 		t.Errorf("ct_fwd state %d after the first reply, want ESTABLISHED", f.State)
 	}
-	if r, _ := l.ctRev(rk); r.State != abi.CTEstablished {
-		t.Errorf("ct_rev state %d after the first reply, want ESTABLISHED", r.State)
+	if r, _ := l.ctRev(rk); r.State != abi.CTEstablished || r.CsumKind != abi.CsumFull {
+		t.Errorf("ct_rev state %d, checksum kind %d after the first reply, want ESTABLISHED, full", r.State, r.CsumKind)
 	}
 
 	// An established segment with payload: same backend, same SNAT port.
