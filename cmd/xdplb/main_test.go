@@ -29,19 +29,7 @@ func TestBadInputExitsTwoNamingTheCulprit(t *testing.T) {
 		{"bad timeout", []string{"run", "--discovery=static", "--interface=lo", "--service=web=80/tcp", "--udp-timeout=0s"}, "--udp-timeout"},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			code := realMain(tc.args, &stderr)
-			if code != 2 {
-				t.Fatalf("exit %d, want 2; stderr: %s", code, stderr.String())
-			}
-			if !strings.Contains(stderr.String(), tc.want) {
-				t.Fatalf("stderr %q does not name %s", stderr.String(), tc.want)
-			}
-			if n := strings.Count(strings.TrimSpace(stderr.String()), "\n"); n != 0 {
-				t.Fatalf("want one line, got %d:\n%s", n+1, stderr.String())
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantUsageError(t, tc.args, tc.want) })
 	}
 }
 
@@ -63,18 +51,22 @@ func TestBadStaticSpecsExitTwo(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			args := append([]string{"run", "--discovery=static", "--interface=lo"}, tc.args...)
-			code := realMain(args, &stderr)
-			if code != 2 {
-				t.Fatalf("exit %d, want 2; stderr: %s", code, stderr.String())
-			}
-			if !strings.Contains(stderr.String(), tc.want) {
-				t.Fatalf("stderr %q does not name %s", stderr.String(), tc.want)
-			}
-			if n := strings.Count(strings.TrimSpace(stderr.String()), "\n"); n != 0 {
-				t.Fatalf("want one line, got %d:\n%s", n+1, stderr.String())
-			}
+			wantUsageError(t, append([]string{"run", "--discovery=static", "--interface=lo"}, tc.args...), tc.want)
 		})
+	}
+}
+
+// wantUsageError runs the CLI and expects exit 2 and one line naming want.
+func wantUsageError(t *testing.T, args []string, want string) {
+	t.Helper()
+	var stderr bytes.Buffer
+	if code := realMain(args, &stderr); code != 2 {
+		t.Fatalf("exit %d, want 2; stderr: %s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), want) {
+		t.Fatalf("stderr %q does not name %s", stderr.String(), want)
+	}
+	if n := strings.Count(strings.TrimSpace(stderr.String()), "\n"); n != 0 {
+		t.Fatalf("want one line, got %d:\n%s", n+1, stderr.String())
 	}
 }

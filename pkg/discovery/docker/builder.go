@@ -400,15 +400,11 @@ func describeNetworks(eps []Endpoint) string {
 }
 
 func describeSelfNetworks(eps []SelfEndpoint) string {
-	if len(eps) == 0 {
-		return "no network"
-	}
-	parts := make([]string, len(eps))
+	as := make([]Endpoint, len(eps))
 	for i, e := range eps {
-		parts[i] = e.Network + " (" + addrString(e.IP) + ")"
+		as[i] = Endpoint{Network: e.Network, IP: e.IP}
 	}
-	slices.Sort(parts)
-	return strings.Join(parts, ", ")
+	return describeNetworks(as)
 }
 
 func addrString(a netip.Addr) string {
