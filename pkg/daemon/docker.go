@@ -48,18 +48,15 @@ func (s *dockerSource) interfaces(ctx context.Context) ([]netif.Interface, error
 	if err != nil {
 		return nil, err
 	}
-	its, err := s.selfInterfaces(self)
-	if err != nil {
-		return nil, err
-	}
+	its := s.selfInterfaces(self)
 	if len(its) == 0 {
 		return nil, fmt.Errorf("our container %s has no IPv4 network interface to serve on", self.ContainerID)
 	}
 	return its, nil
 }
 
-func (s *dockerSource) selfInterfaces(self docker.Self) ([]netif.Interface, error) {
-	var its []netif.Interface
+func (s *dockerSource) selfInterfaces(self docker.Self) []netif.Interface {
+	its := []netif.Interface{} // non-nil: an empty list detaches everything
 	for _, ep := range self.Networks {
 		if ep.IfIndex == 0 {
 			s.log.WithField("network", ep.Network).Warn("no local interface carries this network's MAC; not serving it")
@@ -75,20 +72,12 @@ func (s *dockerSource) selfInterfaces(self docker.Self) ([]netif.Interface, erro
 		}
 		its = append(its, it)
 	}
-	return its, nil
+	return its
 }
 
 func (s *dockerSource) onState(st lbmodel.State, self docker.Self, problems []docker.Problem, why string) {
 	s.logProblems(problems)
-	its, err := s.selfInterfaces(self)
-	if err != nil {
-		s.log.WithError(err).Error("reading our interfaces")
-		its = nil
-	}
-	if its == nil {
-		its = []netif.Interface{}
-	}
-	s.states <- update{state: st, ifaces: its, why: why, drift: why == docker.WhyPeriodic || why == docker.WhyReconnect}
+	s.states <- update{state: st, ifaces: s.selfInterfaces(self), why: why, drift: why == docker.WhyPeriodic || why == docker.WhyReconnect}
 }
 
 // logProblems logs each bad label or unreachable container once, when it
