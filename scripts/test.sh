@@ -75,7 +75,8 @@ elif want unit || want docker; then
 	step docker-engine bash scripts/docker-engine.sh && step images make --no-print-directory image && engine_ok=1
 fi
 
-want unit && group unit 10m ./pkg/... ./cmd/...
+# The engine-restart tests run alone in their own group below.
+want unit && group unit 10m -skip DockerdRestart ./pkg/... ./cmd/...
 
 if ! want netns; then
 	:
@@ -88,7 +89,7 @@ fi
 if want docker && [ "${XDPLB_SKIP_DOCKER:-0}" != 1 ]; then
 	if [ "$engine_ok" = 1 ]; then
 		# One package at a time: they share the engine and the host's ports.
-		group docker 20m -p 1 ./test/dockerharness/... ./test/docker/... ./test/e2e/...
+		group docker 20m -p 1 -skip DockerdRestart ./test/dockerharness/... ./test/docker/... ./test/e2e/...
 		# Last and alone, because they kill and restart the engine under
 		# everything else: the watcher's and the daemon's engine-restart tests.
 		# A run narrowed with XDPLB_TEST_RUN never restarts the engine.
