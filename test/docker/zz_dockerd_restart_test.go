@@ -24,9 +24,7 @@ import (
 // where nothing else uses the engine. The file sorts last so the other
 // tests are done by then; the engine is started again even when this fails.
 func TestZZDockerdRestart(t *testing.T) {
-	if os.Getenv("XDPLB_TEST_DOCKERD_RESTART") != "1" {
-		t.Skip("restarts the shared dockerd, stopping every container on it: set XDPLB_TEST_DOCKERD_RESTART=1 to run")
-	}
+	dockerharness.RequireEngineRestart(t)
 	root := dockerharness.ModuleRoot(t)
 	engineUp := func() {
 		out, err := exec.Command("bash", filepath.Join(root, "scripts/docker-engine.sh")).CombinedOutput()

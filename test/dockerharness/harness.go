@@ -296,3 +296,17 @@ func (h *H) IP(nameOrID, network string) string {
 	}
 	return ins.NetworkSettings.Networks[network].IPAddress
 }
+
+// EngineRestartEnv must be "1" for tests that restart dockerd: that stops
+// every container on the engine (there is no live-restore), so they run
+// only where nothing else uses it. scripts/test.sh sets it for its last,
+// lone group.
+const EngineRestartEnv = "XDPLB_TEST_DOCKERD_RESTART"
+
+// RequireEngineRestart skips t unless restarting the engine is allowed.
+func RequireEngineRestart(t testing.TB) {
+	t.Helper()
+	if os.Getenv(EngineRestartEnv) != "1" {
+		t.Skipf("restarts the shared dockerd, stopping every container on it: set %s=1 to run", EngineRestartEnv)
+	}
+}

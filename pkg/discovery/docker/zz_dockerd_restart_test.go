@@ -19,9 +19,7 @@ import (
 // the same client path through a socket proxy on every run. Named ZZ to run
 // last; the engine is started again even when the test fails.
 func TestWatcherZZDockerdRestart(t *testing.T) {
-	if os.Getenv("XDPLB_TEST_DOCKERD_RESTART") != "1" {
-		t.Skip("restarts the shared dockerd, stopping every container on it: set XDPLB_TEST_DOCKERD_RESTART=1 to run (TestWatcherReconnect covers the reconnect path without it)")
-	}
+	dockerharness.RequireEngineRestart(t)
 	h := dockerharness.New(t)
 	root := dockerharness.ModuleRoot(t)
 	bb := h.BusyboxImage()
