@@ -1,17 +1,26 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Connection tracking: flow validity, state, expiry, creation and SNAT
- * source port allocation.
+ * Connection tracking: flow state, expiry, creation and SNAT source port
+ * allocation.
  *
- * State handling. ct_fwd.state is what the forward path judges expiry by;
- * ct_rev.state is the backend side's view. Both only move forward
- * (NEW -> ESTABLISHED -> CLOSING). A transition seen on one side is copied
- * to the other entry at the moment it happens (one extra lookup, once per
- * flow and transition), so each entry's state is right on its own and user
- * space GC need not combine them for state. Activity is different: each
- * entry's last_seen only tracks its own direction, so GC must take the
- * newer of the two before expiring a flow; the data path only looks at
- * ct_fwd's, on client packets.
+ * A flow is its ct_rev entry: the one entry per SNAT port towards a backend
+ * endpoint, holding the flow's owner (the client tuple), its state and both
+ * directions' activity. ct_fwd is only the client side's index to it. Every
+ * client packet looks its ct_rev up and checks that the flow still owns the
+ * port, so a flow whose ct_rev went missing or was given to another client
+ * can never send on a port whose replies would reach someone else: a
+ * missing half is re-created on the spot when the port is still free, and
+ * otherwise the client's packet starts a new flow.
+ *
+ * Port choice follows the client, as nf_nat's does: the client's own source
+ * port first, so that the backend sees the client's tuple and the same
+ * client socket tuple always maps to the same backend tuple (and a TCP
+ * timestamp clock that only moves forward on it). Only on a collision does
+ * a run of ports from a hash of the flow follow. A flow keeps its port
+ * after the connection closed, in TIME_WAIT, for as long as the backend may
+ * hold the tuple in its own TIME_WAIT: another client must not land there,
+ * its SYN would fail the backend's PAWS check. The same client tuple
+ * reclaims the port at once.
  */
 #ifndef XDPLB_CONNTRACK_H
 #define XDPLB_CONNTRACK_H
@@ -26,9 +35,9 @@ struct flow_target {
 	const struct backend *be;
 	__u32 backend_id;
 	__u32 svc_id;
-	__u32 snat_ip;       /* net */
-	__u16 snat_port;     /* net */
-	__u16 backend_port;  /* net */
+	__u32 snat_ip;      /* net */
+	__u16 snat_port;    /* net */
+	__u16 backend_port; /* net */
 };
 
 /* last_seen is rewritten only when it is older than this fraction of the
@@ -38,20 +47,56 @@ struct flow_target {
 #define CT_TOUCH_SHIFT 4
 #define CT_TOUCH_MAX_NS 1000000000ULL
 
-static __always_inline __u64 ct_timeout(const struct lb_config *cfg, __u8 proto, __u8 state)
+/* A flow that never got established (a SYN or SYN-ACK nobody completed:
+ * a SYN flood, or a client that went away) gives up its port to a new
+ * flow that finds no free one, once its client has been silent this long.
+ * A live handshake takes one round trip, and a client whose SYN went
+ * unanswered resends it after a second, refreshing its claim. */
+#define CT_STEAL_IDLE_NS 1000000000ULL
+
+/* Linux's TIME_WAIT: after this long the backend has forgotten the tuple
+ * whatever --tcp-time-wait-timeout says, so a closed flow quiet for this
+ * long gives up its port too, when no port is free. */
+#define CT_LINUX_TIME_WAIT_NS 60000000000ULL
+
+/* The idle timeout of a state. Returns 0 for a state out of range. */
+static __always_inline __u64 ct_timeout(const struct lb_config *cfg, __u8 state)
 {
-	if (proto == IPPROTO_UDP)
-		return cfg->udp_timeout_ns;
-	if (state == XDPLB_CT_ESTABLISHED)
-		return cfg->tcp_established_timeout_ns;
-	/* NEW too: a SYN that never got an answer must not hold its SNAT
-	 * port for the established timeout. */
-	return cfg->tcp_closing_timeout_ns;
+	__u64 i = state;
+
+	/* One register for the check and the index: clang would otherwise
+	 * check a copy, and the verifier would not see the index bounded. */
+	barrier_var(i);
+	if (i >= XDPLB_CT_STATES)
+		return 0;
+	return cfg->timeout_ns[i];
 }
 
-static __always_inline int ct_expired(__u64 now, __u64 last_seen, __u64 timeout)
+/* Returns whether the flow has been idle, in both directions, for longer
+ * than its state's timeout: a server that keeps talking keeps its flow. */
+static __always_inline int ct_expired(const struct lb_config *cfg, const struct ct_rev *rev,
+				      __u64 now)
 {
-	return now > last_seen && now - last_seen > timeout;
+	__u64 last = rev->client_seen_ns > rev->backend_seen_ns ? rev->client_seen_ns
+								 : rev->backend_seen_ns;
+
+	return now > last && now - last > ct_timeout(cfg, rev->state);
+}
+
+/* Returns whether a new flow that found no free port may take this one's:
+ * a flow never established (CT_STEAL_IDLE_NS), or one closed for longer
+ * than the backend's own TIME_WAIT (CT_LINUX_TIME_WAIT_NS). Expired flows
+ * are taken before any of these. */
+static __always_inline int ct_stealable(const struct ct_rev *rev, __u64 now)
+{
+	__u64 last = rev->client_seen_ns > rev->backend_seen_ns ? rev->client_seen_ns
+								 : rev->backend_seen_ns;
+
+	if (rev->state == XDPLB_CT_TCP_SYN_SENT || rev->state == XDPLB_CT_TCP_SYN_RECV)
+		return now > rev->client_seen_ns && now - rev->client_seen_ns > CT_STEAL_IDLE_NS;
+	if (rev->state == XDPLB_CT_TCP_TIME_WAIT)
+		return now > last && now - last > CT_LINUX_TIME_WAIT_NS;
+	return 0;
 }
 
 static __always_inline void ct_touch(__u64 *last_seen, __u64 now, __u64 timeout)
@@ -64,14 +109,71 @@ static __always_inline void ct_touch(__u64 *last_seen, __u64 now, __u64 timeout)
 		*last_seen = now;
 }
 
-/* The state a TCP segment moves a flow to, never backwards. */
-static __always_inline __u8 ct_next_state(const struct packet *pkt, __u8 state, int is_reply)
+/* Returns whether a client packet opens a new connection on a flow whose
+ * connection is over (the client reuses its port): the flow starts again,
+ * on the same port. */
+static __always_inline int ct_reopens(const struct ct_rev *rev, const struct packet *pkt)
 {
-	if (tcp_is_fin_or_rst(pkt))
-		return XDPLB_CT_CLOSING;
-	if (is_reply && state == XDPLB_CT_NEW)
-		return XDPLB_CT_ESTABLISHED;
+	return tcp_is_syn(pkt) && rev->state >= XDPLB_CT_TCP_FIN_WAIT &&
+	       rev->state <= XDPLB_CT_TCP_CLOSE;
+}
+
+/* The state a client packet without a tracked flow starts one in. A TCP
+ * segment other than a SYN belongs to a connection whose state we lost
+ * (eviction, a restart): it is taken as established, as nf_conntrack's
+ * loose tracking does, and the backend resets it if it does not know it. */
+static __always_inline __u8 ct_initial_state(const struct packet *pkt)
+{
+	if (pkt->key.proto != IPPROTO_TCP)
+		return XDPLB_CT_UDP_UNREPLIED;
+	if (tcp_is_syn(pkt))
+		return XDPLB_CT_TCP_SYN_SENT;
+	return XDPLB_CT_TCP_ESTABLISHED;
+}
+
+/* The TCP state after a segment from the backend (from_backend) or the
+ * client. A RST closes, except in TIME_WAIT, which must run its course to
+ * protect the backend's TIME_WAIT; FINs are collected per side. */
+static __always_inline __u8 ct_next_tcp(__u8 state, __u8 *fin, __u8 flags, int from_backend)
+{
+	if (flags & TCP_RST)
+		return state == XDPLB_CT_TCP_TIME_WAIT ? state : XDPLB_CT_TCP_CLOSE;
+	if (state == XDPLB_CT_TCP_CLOSE)
+		return state;
+	if (flags & TCP_FIN) {
+		*fin |= from_backend ? XDPLB_CT_FIN_BACKEND : XDPLB_CT_FIN_CLIENT;
+		return *fin == (XDPLB_CT_FIN_CLIENT | XDPLB_CT_FIN_BACKEND) ? XDPLB_CT_TCP_TIME_WAIT
+									      : XDPLB_CT_TCP_FIN_WAIT;
+	}
+	if (state == XDPLB_CT_TCP_SYN_SENT && from_backend &&
+	    (flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK))
+		return XDPLB_CT_TCP_SYN_RECV;
+	if (state == XDPLB_CT_TCP_SYN_RECV && !from_backend &&
+	    (flags & (TCP_SYN | TCP_ACK)) == TCP_ACK)
+		return XDPLB_CT_TCP_ESTABLISHED;
 	return state;
+}
+
+/* Move the flow's state for one of its packets. Writes only on a change:
+ * the established path leaves the entry's cache line clean. */
+static __always_inline void ct_advance(struct ct_rev *rev, const struct packet *pkt,
+				       int from_backend)
+{
+	__u8 state = rev->state, next, fin = rev->fin;
+
+	if (pkt->key.proto == IPPROTO_TCP) {
+		next = ct_next_tcp(state, &fin, pkt->tcp_flags, from_backend);
+		if (fin != rev->fin)
+			rev->fin = fin;
+	} else if (from_backend && state == XDPLB_CT_UDP_UNREPLIED) {
+		next = XDPLB_CT_UDP_REPLIED;
+	} else if (!from_backend && state == XDPLB_CT_UDP_REPLIED) {
+		next = XDPLB_CT_UDP_STREAM;
+	} else {
+		next = state;
+	}
+	if (next != state)
+		rev->state = next;
 }
 
 /* Key of a flow's ct_rev entry: the 5-tuple of the backend's replies. */
@@ -81,25 +183,21 @@ static __always_inline void ct_rev_key(union flow_key_words *rk, __u32 be_ip, __
 	flow_key_set(rk, be_ip, snat_ip, backend_port, snat_port, proto);
 }
 
-/* Key of a flow's ct_fwd entry, from its ct_rev entry. */
-static __always_inline void ct_fwd_key(union flow_key_words *fk, const struct ct_rev *rev, __u8 proto)
-{
-	flow_key_set(fk, rev->client_ip, rev->vip, rev->client_port, rev->vport, proto);
-}
-
 /* Outcome of looking at a tracked flow on a client packet. */
 enum ct_check {
-	CT_USE,       /* forward on it */
-	CT_RENEW,     /* expired, or a SYN reusing a closing flow's ports: recreate */
-	CT_GONE,      /* its backend left: re-pick */
-	CT_NO_IFACE,  /* backend behind an interface we lost */
+	CT_USE,      /* forward on it */
+	CT_RENEW,    /* the connection is over (expired, or reopened by a SYN): start again on its port */
+	CT_LOST,     /* another flow owns its port now: start a new flow */
+	CT_GONE,     /* its backend left: re-pick */
+	CT_NO_IFACE, /* backend behind an interface we lost */
 };
 
 #define BACKEND_USABLE (XDPLB_BACKEND_F_ACTIVE | XDPLB_BACKEND_F_IFACE)
 
-/* Fill *t from a flow's ct_fwd entry, checking that it may still be used.
- * The backend entry carries the LB's MAC and address on its interface
- * (XDPLB_BACKEND_F_IFACE), so this is one array lookup, no hash lookup. */
+/* Fill *t from a flow's ct_fwd entry, checking that its backend may still
+ * be used. The backend entry carries the LB's MAC and address on its
+ * interface (XDPLB_BACKEND_F_IFACE), so this is one array lookup.
+ * Returns CT_USE, CT_GONE or CT_NO_IFACE. */
 static __always_inline enum ct_check ct_fwd_target(const struct ct_fwd *fwd,
 						   struct flow_target *t)
 {
@@ -119,115 +217,221 @@ static __always_inline enum ct_check ct_fwd_target(const struct ct_fwd *fwd,
 	return CT_USE;
 }
 
-/*
- * A client packet hit ct_fwd: decide whether the flow is still good, and if
- * so update its state and activity. On CT_RENEW and CT_GONE the caller
- * deletes the flow (ct_delete) and treats the packet as a new flow.
- */
-static __always_inline enum ct_check ct_fwd_use(struct ct_fwd *fwd, const struct packet *pkt,
-						const struct lb_config *cfg, __u64 now,
-						struct flow_target *t)
+/* The LB's MAC on the interface the client's packet came in on, which the
+ * replies will carry as their source: pinned in ct_rev, so that no reply
+ * needs an ifaces lookup. When client and backend share the interface, the
+ * backend entry holds a copy already. Returns NULL for an interface we do
+ * not know: such a client gets no flow whose replies could not be sent. */
+static __always_inline const __u8 *ct_client_lb_mac(__u32 ifindex, const struct backend *be)
 {
-	enum ct_check res = ct_fwd_target(fwd, t);
-	__u8 state = fwd->state, next;
+	const struct iface_info *in;
 
-	if (res != CT_USE)
-		return res;
-	/* A new connection on a closing flow's 4-tuple (the client reuses
-	 * its port): give it a fresh flow and SNAT port, rather than feed
-	 * the SYN to a backend socket that may still be in TIME_WAIT. */
-	if (state == XDPLB_CT_CLOSING && tcp_is_syn(pkt))
-		return CT_RENEW;
-	if (ct_expired(now, fwd->last_seen_ns, ct_timeout(cfg, pkt->key.proto, state)))
-		return CT_RENEW;
-
-	next = ct_next_state(pkt, state, 0);
-	if (next != state) {
-		union flow_key_words rk;
-		struct ct_rev *rev;
-
-		fwd->state = next;
-		ct_rev_key(&rk, t->be->ip, t->snat_ip, t->backend_port, t->snat_port,
-			   pkt->key.proto);
-		rev = bpf_map_lookup_elem(&ct_rev, &rk);
-		if (rev && rev->state < next)
-			rev->state = next;
-		state = next;
-	}
-	ct_touch(&fwd->last_seen_ns, now, ct_timeout(cfg, pkt->key.proto, state));
-	return CT_USE;
-}
-
-/* Delete a flow's two entries. The ct_rev key needs the backend's address;
- * when the backend slot was already cleared, its ct_rev is left to user
- * space (PurgeBackendFlows / GC). */
-static __always_inline void ct_delete(const struct flow_key *key, const struct ct_fwd *fwd)
-{
-	__u32 id = fwd->backend_id;
-	const struct backend *be = bpf_map_lookup_elem(&backends, &id);
-	union flow_key_words rk;
-
-	if (be && be->ip) {
-		ct_rev_key(&rk, be->ip, fwd->snat_ip, fwd->backend_port, fwd->snat_port, key->proto);
-		bpf_map_delete_elem(&ct_rev, &rk);
-	}
-	bpf_map_delete_elem(&ct_fwd, key);
-}
-
-/*
- * Claim a SNAT source port towards one backend endpoint: the port is ours
- * exactly when our ct_rev insert with BPF_NOEXIST succeeds, which makes the
- * allocation atomic across CPUs without locks. *rk holds the reply key with
- * every field but the port. The first port tried comes from a hash of the
- * client's tuple, so that a flow re-created after losing its state (LRU
- * eviction, restart) usually gets its old port back and keeps working; a
- * re-opened flow (avoid != 0) starts just past its previous port instead.
- * Returns the port in host order, or 0 when none was free.
- */
-static __always_inline __u32 ct_alloc_snat_port(union flow_key_words *rk, const struct ct_rev *rv,
-						const struct lb_config *cfg, __u32 hash,
-						__u32 avoid)
-{
-	__u32 min = cfg->snat_port_min, max = cfg->snat_port_max;
-	__u32 n, off, i;
-
-	if (min == 0 || max < min)
+	if (ifindex == be->ifindex)
+		return be->lb_mac;
+	in = bpf_map_lookup_elem(&ifaces, &ifindex);
+	if (!in)
 		return 0;
-	n = max - min + 1;
-	if (avoid >= min && avoid <= max)
-		off = (avoid - min + 1) % n;
-	else
-		off = hash % n;
+	/* Keeps clang from offsetting the pointer before the NULL check
+	 * (a select), which the verifier refuses. */
+	barrier_var(in);
+	return in->mac;
+}
 
-	for (i = 0; i < XDPLB_SNAT_PROBES && i < n; i++) {
-		flow_key_set_dport(rk, bpf_htons((__u16)(min + off)));
-		if (bpf_map_update_elem(&ct_rev, rk, rv, BPF_NOEXIST) == 0)
-			return min + off;
-		off = off + 1 == n ? 0 : off + 1;
-	}
+/* The ct_rev value of a new flow of this client packet, which came in on
+ * ifindex, towards backend be, in its initial state. Returns 0, or -1 when
+ * the client's interface is not ours. */
+static __always_inline int ct_rev_new(union ct_rev_words *rv, __u32 ifindex,
+				      const struct packet *pkt, const struct backend *be,
+				      __u32 backend_id, __u32 svc_id, __u64 now)
+{
+	const __u8 *lb_mac = ct_client_lb_mac(ifindex, be);
+
+	if (!lb_mac)
+		return -1;
+	ct_rev_set(rv, now, &pkt->key, ifindex, pkt->eth->h_source, ct_initial_state(pkt),
+		   backend_id, svc_id, lb_mac);
 	return 0;
 }
 
 /*
- * Create the flow of a client packet that no valid ct_fwd entry covers.
+ * A tracked flow whose ct_rev is missing (deleted behind the data path's
+ * back, or lost in a race): put it back on the same port if that is still
+ * free. Returns the entry, or NULL when the port is taken or the client's
+ * interface is unknown.
+ */
+static __always_inline struct ct_rev *ct_repair(struct xdp_md *ctx, const struct packet *pkt,
+						const struct flow_target *t,
+						const union flow_key_words *rk, __u64 now)
+{
+	union ct_rev_words rv;
+	/* Read once, here: the verifier refuses a ctx field read through a
+	 * pointer the compiler offset and kept for several reads. */
+	__u32 ifindex = ctx->ingress_ifindex;
+
+	if (ct_rev_new(&rv, ifindex, pkt, t->be, t->backend_id, t->svc_id, now) < 0)
+		return 0;
+	bpf_map_update_elem(&ct_rev, rk, &rv, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&ct_rev, rk);
+}
+
+/*
+ * A client packet hit ct_fwd: find the flow, check that it still owns its
+ * port, and account for the packet (state, activity). On CT_RENEW, CT_LOST
+ * and CT_GONE the caller deletes the ct_fwd entry and treats the packet as
+ * the first of a flow; on CT_RENEW it passes the old port to ct_create(),
+ * which reclaims it.
+ */
+static __always_inline enum ct_check ct_fwd_use(struct xdp_md *ctx, const struct ct_fwd *fwd,
+						const struct packet *pkt,
+						const struct lb_config *cfg, __u64 now,
+						struct flow_target *t)
+{
+	enum ct_check res = ct_fwd_target(fwd, t);
+	union flow_key_words rk;
+	struct ct_rev *rev;
+
+	if (res != CT_USE)
+		return res;
+	ct_rev_key(&rk, t->be->ip, t->snat_ip, t->backend_port, t->snat_port, pkt->key.proto);
+	rev = bpf_map_lookup_elem(&ct_rev, &rk);
+	if (!rev)
+		rev = ct_repair(ctx, pkt, t, &rk, now);
+	if (!rev || !ct_owned(rev, &pkt->k))
+		return CT_LOST;
+	if (ct_expired(cfg, rev, now) || ct_reopens(rev, pkt))
+		return CT_RENEW;
+	ct_advance(rev, pkt, 0);
+	ct_touch(&rev->client_seen_ns, now, ct_timeout(cfg, rev->state));
+	return CT_USE;
+}
+
+/* A backend packet hit its flow's ct_rev entry: account for it. */
+static __always_inline void ct_rev_use(struct ct_rev *rev, const struct packet *pkt,
+				       const struct lb_config *cfg, __u64 now)
+{
+	ct_advance(rev, pkt, 1);
+	ct_touch(&rev->backend_seen_ns, now, ct_timeout(cfg, rev->state));
+}
+
+/* Delete a flow's ct_fwd entry on CT_RENEW, CT_LOST and CT_GONE. Its ct_rev
+ * entry stays: it reserves the port (TIME_WAIT), ct_create() reclaims it
+ * for the same client tuple, and user space GC removes it once expired. */
+static __always_inline void ct_fwd_delete(const struct flow_key *key)
+{
+	bpf_map_delete_elem(&ct_fwd, key);
+}
+
+/* Result of probing one port for a new flow. */
+enum ct_probe {
+	PROBE_BUSY,     /* another flow's, and live */
+	PROBE_CLAIMED,  /* ours now: free, expired, or our own tuple's flow restarted */
+	PROBE_ADOPTED,  /* our own tuple's live flow, whose ct_fwd was lost: use it as it is */
+	PROBE_STEALABLE /* another flow's, stale (ct_stealable()): a last resort */
+};
+
+/*
+ * Try one SNAT port for client packet pkt: *rk is the reply key with the
+ * port set, *rv the new flow's entry. The insert with BPF_NOEXIST is what
+ * makes a free port ours atomically across CPUs. A taken port's owner is
+ * looked at: a flow of the same client tuple is this client coming back,
+ * an expired one is free for anybody. Replacing an entry is safe without
+ * touching the old owner's ct_fwd: ct_fwd_use() sees it no longer owns the
+ * port.
+ */
+static __always_inline enum ct_probe ct_probe_port(const union flow_key_words *rk,
+						   const union ct_rev_words *rv,
+						   const struct packet *pkt,
+						   const struct lb_config *cfg, __u64 now)
+{
+	struct ct_rev *occ = bpf_map_lookup_elem(&ct_rev, rk);
+
+	if (!occ)
+		return bpf_map_update_elem(&ct_rev, rk, rv, BPF_NOEXIST) == 0 ? PROBE_CLAIMED
+									       : PROBE_BUSY;
+	if (ct_owned(occ, &pkt->k) && !ct_expired(cfg, occ, now) && !ct_reopens(occ, pkt))
+		return PROBE_ADOPTED;
+	if (ct_owned(occ, &pkt->k) || ct_expired(cfg, occ, now))
+		return bpf_map_update_elem(&ct_rev, rk, rv, BPF_EXIST) == 0 ? PROBE_CLAIMED
+									     : PROBE_BUSY;
+	return ct_stealable(occ, now) ? PROBE_STEALABLE : PROBE_BUSY;
+}
+
+/*
+ * Claim a SNAT source port towards one backend endpoint. The ports tried,
+ * in order: `prefer` (the port of the flow this client tuple had, when it
+ * restarts it), the client's own source port, then a run starting at a
+ * hash of the flow, XDPLB_SNAT_PROBES in all; each only inside the SNAT
+ * range. When every port tried is busy, a stealable one (the first seen)
+ * is taken. *adopted tells that the port came with a live flow.
+ * Returns the port in host order, or 0 when none could be had.
+ */
+static __always_inline __u32 ct_alloc_snat_port(union flow_key_words *rk,
+						const union ct_rev_words *rv,
+						const struct packet *pkt,
+						const struct lb_config *cfg, __u64 now,
+						__u32 prefer, int *adopted)
+{
+	__u32 min = cfg->snat_port_min, max = cfg->snat_port_max;
+	__u32 cport = bpf_ntohs(pkt->key.sport);
+	__u32 n, off, i, port, steal = 0;
+	enum ct_probe res;
+
+	if (min == 0 || max < min)
+		return 0;
+	n = max - min + 1;
+	if (prefer < min || prefer > max)
+		prefer = 0;
+	if (cport < min || cport > max || cport == prefer)
+		cport = 0;
+	off = flow_hash(&pkt->key, XDPLB_HASH_SEED_SNAT) % n;
+
+	for (i = 0; i < XDPLB_SNAT_PROBES; i++) {
+		if (i == 0 && prefer) {
+			port = prefer;
+		} else if (i <= 1 && cport) {
+			port = cport;
+			cport = 0;
+		} else {
+			port = min + off;
+			off = off + 1 == n ? 0 : off + 1;
+		}
+		flow_key_set_dport(rk, bpf_htons((__u16)port));
+		res = ct_probe_port(rk, rv, pkt, cfg, now);
+		if (res == PROBE_CLAIMED || res == PROBE_ADOPTED) {
+			*adopted = res == PROBE_ADOPTED;
+			return port;
+		}
+		if (res == PROBE_STEALABLE && !steal)
+			steal = port;
+	}
+	if (!steal)
+		return 0;
+	flow_key_set_dport(rk, bpf_htons((__u16)steal));
+	*adopted = 0;
+	return bpf_map_update_elem(&ct_rev, rk, rv, BPF_EXIST) == 0 ? steal : 0;
+}
+
+/*
+ * Create the flow of a client packet that no usable ct_fwd entry covers.
  * csum_kind is what the packet taught about the client's checksums
- * (l4_csum_kind()); the backend's are unknown until it sends.
- * Returns the verdict reason: XDPLB_R_FWD_NEW_FLOW (or XDPLB_R_FWD when
- * another CPU created the same flow first) with *t filled, or why not.
+ * (l4_csum_kind()); the backend's are unknown until it sends. prefer is
+ * the port of the flow this client tuple just had (CT_RENEW), else 0.
+ * Returns the verdict reason: XDPLB_R_FWD_NEW_FLOW with *t filled, or
+ * XDPLB_R_FWD when the flow existed after all (another CPU created it, or
+ * its ct_rev was adopted), or why not.
  */
 static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *pkt,
 				       const struct svc_info *svc, const struct lb_config *cfg,
-				       __u64 now, __u32 avoid_port, __u8 csum_kind,
+				       __u64 now, __u32 prefer, __u8 csum_kind,
 				       struct flow_target *t)
 {
 	const struct flow_key *key = &pkt->key;
 	const struct backend *be;
-	const __u8 *lb_mac;
 	union ct_fwd_words fv;
 	union ct_rev_words rv;
 	union flow_key_words rk;
-	__u32 id, ifindex, port;
-	__u8 state = key->proto == IPPROTO_TCP ? XDPLB_CT_NEW : XDPLB_CT_ESTABLISHED;
+	__u32 id, port, ifindex = ctx->ingress_ifindex; /* read once: see ct_repair() */
+	int adopted = 0;
 
 	id = maglev_pick(svc->id, flow_hash(key, XDPLB_HASH_SEED_MAGLEV));
 	if (!id)
@@ -237,39 +441,24 @@ static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *
 		return XDPLB_R_PASS_NO_BACKEND;
 	if (!(be->flags & XDPLB_BACKEND_F_IFACE))
 		return XDPLB_R_DROP_NO_IFACE;
-	/* The LB's MAC on the client's interface, which the replies will carry
-	 * as their source: pinned in ct_rev now, so that no reply needs an
-	 * ifaces lookup. When client and backend share the interface, the
-	 * backend entry holds a copy of it already. A client reached through
-	 * an interface we do not know gets no flow, rather than one whose
-	 * replies could not be sent. */
-	ifindex = ctx->ingress_ifindex;
-	lb_mac = be->lb_mac;
-	if (ifindex != be->ifindex) {
-		const struct iface_info *in = bpf_map_lookup_elem(&ifaces, &ifindex);
+	if (ct_rev_new(&rv, ifindex, pkt, be, id, svc->id, now) < 0)
+		return XDPLB_R_DROP_NO_IFACE;
 
-		if (!in)
-			return XDPLB_R_DROP_NO_IFACE;
-		lb_mac = in->mac;
-	}
-
-	ct_rev_set(&rv, now, key, ifindex, pkt->eth->h_source, state, id, svc->id, lb_mac);
 	ct_rev_key(&rk, be->ip, be->snat_ip, svc->target_port, 0, key->proto);
-	port = ct_alloc_snat_port(&rk, &rv.v, cfg, flow_hash(key, XDPLB_HASH_SEED_SNAT), avoid_port);
+	port = ct_alloc_snat_port(&rk, &rv, pkt, cfg, now, prefer, &adopted);
 	if (!port)
 		return XDPLB_R_DROP_NO_SNAT_PORT;
 
-	ct_fwd_set(&fv, now, id, be->snat_ip, bpf_htons((__u16)port), state, csum_kind, svc->id,
-		   svc->target_port);
-
+	ct_fwd_set(&fv, id, be->snat_ip, bpf_htons((__u16)port), svc->target_port, svc->id,
+		   csum_kind);
 	if (bpf_map_update_elem(&ct_fwd, key, &fv, BPF_NOEXIST) != 0) {
-		/* Another CPU created this flow between our lookup and now:
-		 * its entry wins, our port goes back. Only possible when one
-		 * flow's packets are spread over CPUs (no RSS, or RPS). */
-		struct ct_fwd *winner = bpf_map_lookup_elem(&ct_fwd, key);
+		/* Another CPU created this flow between our lookup and now
+		 * (one flow's packets spread over CPUs: no RSS, or RPS). Its
+		 * entry wins. Ours is left in ct_rev, owned by this same
+		 * client tuple: harmless, and GC removes it. */
+		const struct ct_fwd *winner = bpf_map_lookup_elem(&ct_fwd, key);
 
 		if (winner) {
-			bpf_map_delete_elem(&ct_rev, &rk);
 			switch (ct_fwd_target(winner, t)) {
 			case CT_USE:
 				return XDPLB_R_FWD;
@@ -279,7 +468,9 @@ static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *
 				return XDPLB_R_DROP_BACKEND_GONE;
 			}
 		}
-		/* ...and was deleted again meanwhile: ours stands. */
+		/* ...and deleted again meanwhile. Overwriting is safe: a
+		 * ct_fwd entry is only ever used through the ct_rev entry
+		 * that owns its port. */
 		bpf_map_update_elem(&ct_fwd, key, &fv, BPF_ANY);
 	}
 
@@ -289,7 +480,7 @@ static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *
 	t->snat_ip = fv.v.snat_ip;
 	t->snat_port = fv.v.snat_port;
 	t->backend_port = fv.v.backend_port;
-	return XDPLB_R_FWD_NEW_FLOW;
+	return adopted ? XDPLB_R_FWD : XDPLB_R_FWD_NEW_FLOW;
 }
 
 #endif /* XDPLB_CONNTRACK_H */

@@ -56,20 +56,25 @@ struct {
 } ifaces SEC(".maps");
 
 /*
- * Conntrack. LRU maps, so that a flood of new flows evicts the coldest flows
- * instead of failing inserts; user space GC removes expired entries earlier.
- * ct_fwd and ct_rev entries of one flow are created together and deleted
- * together, but LRU may evict one without the other: the data path treats a
- * lone half as absent (a lone ct_rev only makes its SNAT port look busy until
- * GC removes it).
+ * Conntrack (bpf/conntrack.h). ct_rev holds the flows, one entry per SNAT
+ * port towards a backend endpoint; ct_fwd is the client side's index to
+ * them.
  *
- * Not BPF_F_NO_COMMON_LRU, although its per-CPU free lists made flow
- * creation about 12% cheaper in `make bench`: it splits max_entries evenly
- * over the *possible* CPUs and a CPU never takes another's free entries,
- * so a CPU that sees most new flows (a veth in generic mode handles a
- * container's packets on the sender's CPU) evicts live flows while the
- * table is mostly empty, and on a machine with many possible CPUs each
- * gets a sliver of the table.
+ * ct_rev is a plain hash map: an entry leaves only when someone decides so
+ * (user space GC once the flow expired, the data path when a new flow
+ * takes an expired or never-established flow's port, a backend's purge).
+ * An LRU map would evict entries on its own, and an evicted ct_rev is a
+ * port another client can be given while the backend still holds the old
+ * connection. When it is full, new flows are refused
+ * (XDPLB_R_DROP_NO_SNAT_PORT) rather than live ones forgotten.
+ *
+ * ct_fwd may be LRU: a lost index costs nothing but a re-probe, which finds
+ * the flow's ct_rev again by its owner. It is not BPF_F_NO_COMMON_LRU,
+ * although its per-CPU free lists made flow creation about 12% cheaper in
+ * `make bench`: it splits max_entries evenly over the *possible* CPUs and
+ * a CPU never takes another's free entries, so a CPU that sees most new
+ * flows (a veth in generic mode handles a container's packets on the
+ * sender's CPU) evicts live flows while the table is mostly empty.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -79,7 +84,7 @@ struct {
 } ct_fwd SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, XDPLB_MAX_FLOWS);
 	__type(key, struct flow_key);
 	__type(value, struct ct_rev);

@@ -22,8 +22,9 @@
 #define XDPLB_MAX_FLOWS 1048576
 #define XDPLB_MAX_IFACES 64
 
-/* How many consecutive source ports a new flow tries before it gives up
- * with XDPLB_R_DROP_NO_SNAT_PORT. Bounded so the verifier can unroll it. */
+/* How many source ports a new flow tries (the client's own, then a run from
+ * a hash of the flow) before it gives up with XDPLB_R_DROP_NO_SNAT_PORT.
+ * Bounded so the verifier can follow the loop. */
 #define XDPLB_SNAT_PROBES 32
 
 /* Key of the services map: which VIP:port/proto a packet is addressed to. */
@@ -94,11 +95,29 @@ struct flow_key {
 	__u8 pad[3];
 };
 
-/* Conntrack states. A flow is "closing" once either side sent FIN or RST;
- * it then ages out on the short timeout. */
-#define XDPLB_CT_NEW 0         /* TCP: SYN seen, no reply yet */
-#define XDPLB_CT_ESTABLISHED 1 /* TCP after the first reply, and all UDP */
-#define XDPLB_CT_CLOSING 2
+/*
+ * Conntrack states: one state machine per flow, kept in its ct_rev entry
+ * (bpf/conntrack.h has the transitions). Each state has its own idle
+ * timeout, lb_config.timeout_ns[state], modelled on nf_conntrack's.
+ * TCP is ESTABLISHED only once the client acknowledged the backend's
+ * SYN-ACK, so a SYN that never completes never earns the long timeout.
+ */
+#define XDPLB_CT_TCP_SYN_SENT 0    /* client SYN seen */
+#define XDPLB_CT_TCP_SYN_RECV 1    /* backend SYN-ACK seen */
+#define XDPLB_CT_TCP_ESTABLISHED 2 /* client ACKed the SYN-ACK */
+#define XDPLB_CT_TCP_FIN_WAIT 3    /* FIN from one side */
+/* FIN from both sides. The backend may hold the tuple in TIME_WAIT, so the
+ * SNAT port stays reserved for this client tuple until the timeout ends. */
+#define XDPLB_CT_TCP_TIME_WAIT 4
+#define XDPLB_CT_TCP_CLOSE 5        /* RST seen: nobody holds the tuple */
+#define XDPLB_CT_UDP_UNREPLIED 6    /* client datagrams only */
+#define XDPLB_CT_UDP_REPLIED 7      /* one exchange: a query and its answer */
+#define XDPLB_CT_UDP_STREAM 8       /* the client spoke again after a reply */
+#define XDPLB_CT_STATES 9
+
+/* ct_rev.fin: which sides sent a FIN. */
+#define XDPLB_CT_FIN_CLIENT (1 << 0)
+#define XDPLB_CT_FIN_BACKEND (1 << 1)
 
 /*
  * What the L4 checksum fields of one direction of a flow hold, as learned
@@ -112,46 +131,52 @@ struct flow_key {
 
 /*
  * ct_fwd: keyed by the client's 5-tuple {client, vip, cport, vport, proto}.
- * Tells a client packet which backend and which SNAT port its flow owns.
+ * The client side's index into the flow: which backend, and which SNAT
+ * port towards it. It holds no state: the flow itself, with its state and
+ * both directions' activity, is the ct_rev entry that owns the port, and
+ * every client packet checks that it still does (bpf/conntrack.h).
  */
 struct ct_fwd {
-	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, tick resolution) of the last client packet */
 	__u32 backend_id;
-	__u32 snat_ip;     /* net: LB address on the backend's interface */
-	__u16 snat_port;   /* net */
-	__u8 state;        /* XDPLB_CT_* as seen from the client side */
-	__u8 csum_kind;    /* XDPLB_CSUM_* of the client's packets */
-	__u32 svc_id;
+	__u32 snat_ip;   /* net: LB address on the backend's interface */
+	__u16 snat_port; /* net */
 	/* net: the backend port the flow was opened to. Pinned per flow, not read
 	 * from services on every packet: the ct_rev key holds it, so a service
 	 * whose target port changes (or that is deleted) must not redirect the
 	 * flow's later packets to a port its reply mapping does not know. */
 	__u16 backend_port;
-	__u8 pad2[6];
+	__u32 svc_id;
+	__u8 csum_kind; /* XDPLB_CSUM_* of the client's packets */
+	__u8 pad[7];
 };
 
 /*
  * ct_rev: keyed by the backend's reply 5-tuple
- * {backend, snat_ip, bport, snat_port, proto}. Inserting it with BPF_NOEXIST
- * is what allocates the SNAT port: the port is free for that backend
- * endpoint exactly when the insert succeeds.
+ * {backend, snat_ip, bport, snat_port, proto}: one SNAT port towards one
+ * backend endpoint. Inserting it with BPF_NOEXIST is what allocates the
+ * port, so the port is free for that endpoint exactly when no entry holds
+ * it. The entry is the flow: its owner (the client tuple), its state, and
+ * when each direction was last active. It outlives the connection in
+ * TIME_WAIT, which is the port's quarantine.
  */
 struct ct_rev {
-	__u64 last_seen_ns; /* of the last backend packet */
-	__u32 client_ip;    /* net */
-	__u32 vip;          /* net */
-	__u16 client_port;  /* net */
-	__u16 vport;        /* net */
+	__u64 client_seen_ns;  /* bpf_ktime_get_coarse_ns() of the last client packet */
+	__u64 backend_seen_ns; /* ... and of the last backend packet, 0 before the first */
+	__u32 client_ip;       /* net */
+	__u32 vip;             /* net */
+	__u16 client_port;     /* net */
+	__u16 vport;           /* net */
 	__u32 client_ifindex;
 	__u8 client_mac[6]; /* L2 source of the client's packets: the reply's L2 destination */
-	__u8 state;         /* XDPLB_CT_* as seen from the backend side */
+	__u8 state;         /* XDPLB_CT_* */
 	__u8 csum_kind;     /* XDPLB_CSUM_* of the backend's packets */
 	__u32 backend_id;
 	__u32 svc_id; /* for the reply direction's service counters */
 	/* The LB's MAC on client_ifindex when the flow was created: the reply's
 	 * L2 source, pinned so that a reply costs no ifaces lookup. */
 	__u8 lb_mac[6];
-	__u8 pad2[2];
+	__u8 fin; /* XDPLB_CT_FIN_* */
+	__u8 pad;
 };
 
 /*
@@ -180,9 +205,7 @@ struct port_bits {
 
 /* The single entry of the config array. */
 struct lb_config {
-	__u64 tcp_established_timeout_ns;
-	__u64 tcp_closing_timeout_ns; /* also bounds a flow that never got past SYN */
-	__u64 udp_timeout_ns;
+	__u64 timeout_ns[XDPLB_CT_STATES]; /* idle timeout per XDPLB_CT_* state */
 	__u16 snat_port_min; /* host order, inclusive */
 	__u16 snat_port_max; /* host order, inclusive */
 	__u32 flags;         /* XDPLB_CFG_F_* */

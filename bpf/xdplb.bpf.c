@@ -9,13 +9,16 @@
  * hold the packet (port_filter), and a packet to no port of ours goes to
  * the kernel at once; a tracked client flow is forwarded (ct_fwd); a
  * tracked backend reply is translated back (ct_rev); the first packet of a
- * flow to a service picks a backend by Maglev and claims a SNAT port; ICMP
+ * flow to a service picks a backend by Maglev and claims a SNAT port,
+ * the client's own source port when it is free; ICMP
  * errors about tracked flows are translated for the client. Everything else
  * goes to the kernel untouched. Every verdict bumps exactly one `reasons`
  * counter.
  *
- * The fast paths cost one hash lookup each (ct_fwd or ct_rev); everything
- * else they need is in that entry or in array entries the verifier inlines
+ * A reply costs one hash lookup (ct_rev), a client packet two (ct_fwd to
+ * find its flow, ct_rev to check that the flow still owns its port and to
+ * account for the packet: bpf/conntrack.h says why). Everything else they
+ * need is in those entries or in array entries the verifier inlines
  * (config, port_filter, backends, counters). `make bench` measures them.
  *
  * The TTL is left alone: with both addresses replaced the balancer is the
@@ -68,23 +71,9 @@ static __always_inline int reply_to_client(struct xdp_md *ctx, struct packet *pk
 					   struct ct_rev *rev, const struct lb_config *cfg,
 					   __u64 now)
 {
-	__u8 next = ct_next_state(pkt, rev->state, 1);
 	enum l4_csum csum;
 
-	if (next > rev->state) {
-		/* First reply (NEW -> ESTABLISHED) or close: also tell
-		 * ct_fwd, whose state picks the timeout on the client side. */
-		union flow_key_words fk;
-		struct ct_fwd *fwd;
-
-		rev->state = next;
-		ct_fwd_key(&fk, rev, pkt->key.proto);
-		fwd = bpf_map_lookup_elem(&ct_fwd, &fk);
-		if (fwd && fwd->state < next)
-			fwd->state = next;
-	}
-	ct_touch(&rev->last_seen_ns, now, ct_timeout(cfg, pkt->key.proto, rev->state));
-
+	ct_rev_use(rev, pkt, cfg, now);
 	csum = l4_csum_kind(ctx, pkt, &rev->csum_kind, CSUM_SIDE_BACKEND, complete_partial(cfg));
 	nat_l3l4(ctx, pkt, rev->vip, rev->client_ip, rev->vport, rev->client_port, csum,
 		 complete_partial(cfg));
@@ -150,7 +139,7 @@ int xdplb_main(struct xdp_md *ctx)
 	union svc_key_word sk;
 	struct ct_fwd *fwd;
 	struct ct_rev *rev;
-	__u32 zero = 0, reason, avoid_port = 0, dport, word;
+	__u32 zero = 0, reason, prefer_port = 0, dport, word;
 	__u8 csum_learned = XDPLB_CSUM_UNKNOWN;
 	enum l4_csum csum;
 	int backend_gone = 0;
@@ -191,20 +180,22 @@ int xdplb_main(struct xdp_md *ctx)
 	/* A packet of a tracked client flow. */
 	fwd = bpf_map_lookup_elem(&ct_fwd, &pkt.key);
 	if (fwd) {
-		switch (ct_fwd_use(fwd, &pkt, cfg, now_ns(), &t)) {
+		switch (ct_fwd_use(ctx, fwd, &pkt, cfg, now_ns(), &t)) {
 		case CT_USE:
 			csum = l4_csum_kind(ctx, &pkt, &fwd->csum_kind, CSUM_SIDE_CLIENT, complete_partial(cfg));
 			return forward_to_backend(ctx, &pkt, &t, cfg, XDPLB_R_FWD, csum);
 		case CT_NO_IFACE:
 			return verdict(XDPLB_R_DROP_NO_IFACE, XDP_DROP);
 		case CT_RENEW:
-			avoid_port = bpf_ntohs(fwd->snat_port);
+			prefer_port = bpf_ntohs(t.snat_port);
 			break;
 		case CT_GONE:
 			backend_gone = 1;
 			break;
+		case CT_LOST:
+			break;
 		}
-		ct_delete(&pkt.key, fwd);
+		ct_fwd_delete(&pkt.key);
 	}
 
 	/* The first packet of a flow to a service (or of a flow re-created). */
@@ -214,10 +205,10 @@ int xdplb_main(struct xdp_md *ctx)
 		return verdict(XDPLB_R_PASS_NOT_OURS, XDP_PASS);
 
 	/* Decided before the flow exists, so that ct_create() stores what
-	 * the packet taught. A flow re-created (CT_RENEW, CT_GONE) starts
-	 * over: it may be another socket. */
+	 * the packet taught. A flow re-created (CT_RENEW, CT_LOST, CT_GONE)
+	 * starts over: it may be another socket. */
 	csum = l4_csum_kind(ctx, &pkt, &csum_learned, CSUM_SIDE_CLIENT, complete_partial(cfg));
-	reason = ct_create(ctx, &pkt, svc, cfg, now_ns(), avoid_port, csum_learned, &t);
+	reason = ct_create(ctx, &pkt, svc, cfg, now_ns(), prefer_port, csum_learned, &t);
 	switch (reason) {
 	case XDPLB_R_FWD_NEW_FLOW:
 	case XDPLB_R_FWD:

@@ -81,7 +81,7 @@ func (p portRange) Set(v string) error {
 
 func cmdRun(args []string, stderr io.Writer) int {
 	cfg := daemon.Config{
-		SNATPortMin: 10000, SNATPortMax: 32767,
+		SNATPortMin: 1024, SNATPortMax: 60999,
 		MaxFlows: abi.MaxFlows, MaxServices: abi.MaxServices, MaxBackends: abi.MaxBackends,
 	}
 	fs := flag.NewFlagSet("xdplb run", flag.ContinueOnError)
@@ -102,13 +102,18 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.SelfID, "self", "", "docker mode: our own container's ID or name, when it cannot be detected")
 	fs.DurationVar(&cfg.ResyncInterval, "resync-interval", 30*time.Second, "full resync period, a safety net that logs any drift")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", defaultHTTPAddr, "address for /metrics and /healthz")
-	fs.Var(portRange{&cfg.SNATPortMin, &cfg.SNATPortMax}, "snat-ports", "source ports allocated to flows towards backends, MIN-MAX (default 10000-32767: below Linux's ephemeral range, so the LB's own connections never collide)")
+	fs.Var(portRange{&cfg.SNATPortMin, &cfg.SNATPortMax}, "snat-ports", "source ports of flows towards backends, MIN-MAX: a flow keeps its client's port when it is in this range and free. The balancer's own ephemeral ports (net.ipv4.ip_local_port_range) must lie outside it; it moves them where it can (default 1024-60999: every Linux client's port, leaving 61000-65535 to the balancer)")
 	fs.IntVar(&cfg.MaxFlows, "max-flows", abi.MaxFlows, "tracked flows (LRU beyond that)")
 	fs.IntVar(&cfg.MaxServices, "max-services", abi.MaxServices, "services, counting each listen port/protocol once")
 	fs.IntVar(&cfg.MaxBackends, "max-backends", abi.MaxBackends, "backends, counting a backend once per port it serves")
-	fs.DurationVar(&cfg.TCPTimeout, "tcp-timeout", 15*time.Minute, "idle timeout of an established TCP flow")
-	fs.DurationVar(&cfg.TCPClosingTimeout, "tcp-closing-timeout", 2*time.Minute, "idle timeout of a TCP flow after FIN/RST, or one that never got past SYN")
-	fs.DurationVar(&cfg.UDPTimeout, "udp-timeout", 5*time.Minute, "idle timeout of a UDP flow")
+	t := &cfg.Timeouts
+	fs.DurationVar(&t.TCPSyn, "tcp-syn-timeout", 30*time.Second, "idle timeout of a TCP flow not yet established (SYN sent, SYN-ACK seen)")
+	fs.DurationVar(&t.TCPEstablished, "tcp-timeout", 15*time.Minute, "idle timeout of an established TCP flow")
+	fs.DurationVar(&t.TCPFin, "tcp-fin-timeout", 2*time.Minute, "idle timeout of a TCP flow after a FIN from one side")
+	fs.DurationVar(&t.TCPTimeWait, "tcp-time-wait-timeout", 2*time.Minute, "how long a TCP flow closed by FINs from both sides keeps its SNAT port from other clients (at least 60s, the backend's TIME_WAIT)")
+	fs.DurationVar(&t.TCPClose, "tcp-close-timeout", 10*time.Second, "how long a TCP flow reset by a RST is kept")
+	fs.DurationVar(&t.UDP, "udp-timeout", 30*time.Second, "idle timeout of a UDP flow without a reply, or with one exchange (a query and its answer)")
+	fs.DurationVar(&t.UDPStream, "udp-stream-timeout", 2*time.Minute, "idle timeout of a UDP flow whose client spoke again after a reply")
 	fs.DurationVar(&cfg.GCInterval, "gc-interval", 5*time.Second, "how often expired flows are collected")
 	// A mistake gets one line naming it, not the whole flag list; --help
 	// prints the list.

@@ -32,12 +32,38 @@ const (
 	BackendIface uint16 = 1 << 1
 )
 
-// Conntrack states.
+// Conntrack states (XDPLB_CT_*): one state machine per flow, in its CTRev.
 const (
-	CTNew         uint8 = 0
-	CTEstablished uint8 = 1
-	CTClosing     uint8 = 2
+	CTTCPSynSent     uint8 = 0 // client SYN seen
+	CTTCPSynRecv     uint8 = 1 // backend SYN-ACK seen
+	CTTCPEstablished uint8 = 2 // client ACKed the SYN-ACK
+	CTTCPFinWait     uint8 = 3 // FIN from one side
+	CTTCPTimeWait    uint8 = 4 // FIN from both: the port's quarantine
+	CTTCPClose       uint8 = 5 // RST seen
+	CTUDPUnreplied   uint8 = 6
+	CTUDPReplied     uint8 = 7 // one exchange
+	CTUDPStream      uint8 = 8 // the client spoke again after a reply
+	CTStates               = 9
 )
+
+// CTFin* are the bits of CTRev.Fin: which sides sent a FIN.
+const (
+	CTFinClient  uint8 = 1 << 0
+	CTFinBackend uint8 = 1 << 1
+)
+
+var ctStateNames = [CTStates]string{
+	"tcp_syn_sent", "tcp_syn_recv", "tcp_established", "tcp_fin_wait", "tcp_time_wait",
+	"tcp_close", "udp_unreplied", "udp_replied", "udp_stream",
+}
+
+// CTStateName is the metric label of a conntrack state.
+func CTStateName(s uint8) string {
+	if int(s) < len(ctStateNames) {
+		return ctStateNames[s]
+	}
+	return "unknown"
+}
 
 // Checksum kinds: what the L4 checksum fields of one direction of a flow
 // hold, as the data path learned it (CTFwd.CsumKind for the client's
@@ -97,39 +123,42 @@ type FlowKey struct {
 	Pad   [3]byte
 }
 
-// CTFwd is struct ct_fwd.
+// CTFwd is struct ct_fwd: the client side's index to a flow.
 type CTFwd struct {
-	LastSeenNs uint64
-	BackendID  uint32
-	SNATIP     uint32 // net
-	SNATPort   uint16 // net
-	State      uint8
-	CsumKind   uint8 // Csum* of the client's packets
-	SvcID      uint32
+	BackendID uint32
+	SNATIP    uint32 // net
+	SNATPort  uint16 // net
 	// BackendPort is the backend port the flow was opened to (net), pinned
 	// per flow because the ct_rev key holds it.
 	BackendPort uint16
-	Pad2        [6]byte
+	SvcID       uint32
+	CsumKind    uint8 // Csum* of the client's packets
+	Pad         [7]byte
 }
 
-// CTRev is struct ct_rev.
+// CTRev is struct ct_rev: the flow that owns one SNAT port.
 type CTRev struct {
-	LastSeenNs    uint64
+	ClientSeenNs  uint64 // CLOCK_MONOTONIC of the last client packet
+	BackendSeenNs uint64 // ... of the last backend packet, 0 before the first
 	ClientIP      uint32 // net
 	VIP           uint32 // net
 	ClientPort    uint16 // net
 	VPort         uint16 // net
 	ClientIfIndex uint32
 	ClientMAC     [6]byte
-	State         uint8
+	State         uint8 // CT*
 	CsumKind      uint8 // Csum* of the backend's packets
 	BackendID     uint32
 	SvcID         uint32 // service of the flow, for reply-direction counters
 	// LBMAC is the LB's MAC on ClientIfIndex at flow creation: the
 	// replies' L2 source.
 	LBMAC [6]byte
-	Pad2  [2]byte
+	Fin   uint8 // CTFin*
+	Pad   uint8
 }
+
+// LastSeenNs is when either direction of the flow was last active.
+func (r CTRev) LastSeenNs() uint64 { return max(r.ClientSeenNs, r.BackendSeenNs) }
 
 // PortBits is struct port_bits: entry i of the port_filter array, bit p%64
 // of each word standing for port 64*i + p%64.
@@ -140,12 +169,10 @@ type PortBits struct {
 
 // Config is struct lb_config.
 type Config struct {
-	TCPEstablishedTimeoutNs uint64
-	TCPClosingTimeoutNs     uint64
-	UDPTimeoutNs            uint64
-	SNATPortMin             uint16
-	SNATPortMax             uint16
-	Flags                   uint32
+	TimeoutNs   [CTStates]uint64 // idle timeout per CT* state
+	SNATPortMin uint16
+	SNATPortMax uint16
+	Flags       uint32
 }
 
 // Stats is struct stats.
@@ -196,10 +223,10 @@ var (
 	_ [unsafe.Sizeof(SvcKey{}) - 8]struct{}
 	_ [28 - unsafe.Sizeof(Backend{})]struct{}
 	_ [unsafe.Sizeof(Backend{}) - 28]struct{}
-	_ [32 - unsafe.Sizeof(CTFwd{})]struct{}
-	_ [unsafe.Sizeof(CTFwd{}) - 32]struct{}
-	_ [48 - unsafe.Sizeof(CTRev{})]struct{}
-	_ [unsafe.Sizeof(CTRev{}) - 48]struct{}
+	_ [24 - unsafe.Sizeof(CTFwd{})]struct{}
+	_ [unsafe.Sizeof(CTFwd{}) - 24]struct{}
+	_ [56 - unsafe.Sizeof(CTRev{})]struct{}
+	_ [unsafe.Sizeof(CTRev{}) - 56]struct{}
 	_ [16 - unsafe.Sizeof(PortBits{})]struct{}
 	_ [unsafe.Sizeof(PortBits{}) - 16]struct{}
 )

@@ -49,10 +49,51 @@ type Config struct {
 	MaxFlows                 int
 	MaxServices              int // service ids: one per listen port/protocol
 	MaxBackends              int // backend slots: one per backend per port
-	TCPTimeout               time.Duration
-	TCPClosingTimeout        time.Duration
-	UDPTimeout               time.Duration
+	Timeouts                 Timeouts
 	GCInterval               time.Duration
+}
+
+// Timeouts are the idle timeouts of connection tracking, one per flow
+// state (abi.CT*).
+type Timeouts struct {
+	TCPSyn, TCPEstablished, TCPFin, TCPTimeWait, TCPClose time.Duration
+	UDP, UDPStream                                        time.Duration
+}
+
+// MinTimeWait is the shortest --tcp-time-wait-timeout: Linux holds a
+// closed connection's tuple in TIME_WAIT for 60 s, and a SNAT port handed
+// to another client before that may meet the old connection's TIME_WAIT
+// socket on the backend, which drops the new SYN (PAWS).
+const MinTimeWait = 60 * time.Second
+
+// ns is the data path's form: an idle timeout per state.
+func (t Timeouts) ns() [abi.CTStates]uint64 {
+	var a [abi.CTStates]uint64
+	a[abi.CTTCPSynSent] = uint64(t.TCPSyn)
+	a[abi.CTTCPSynRecv] = uint64(t.TCPSyn)
+	a[abi.CTTCPEstablished] = uint64(t.TCPEstablished)
+	a[abi.CTTCPFinWait] = uint64(t.TCPFin)
+	a[abi.CTTCPTimeWait] = uint64(t.TCPTimeWait)
+	a[abi.CTTCPClose] = uint64(t.TCPClose)
+	a[abi.CTUDPUnreplied] = uint64(t.UDP)
+	a[abi.CTUDPReplied] = uint64(t.UDP)
+	a[abi.CTUDPStream] = uint64(t.UDPStream)
+	return a
+}
+
+// flags names each timeout's flag, for validation messages.
+func (t Timeouts) flags() []struct {
+	name string
+	v    time.Duration
+} {
+	return []struct {
+		name string
+		v    time.Duration
+	}{
+		{"--tcp-syn-timeout", t.TCPSyn}, {"--tcp-timeout", t.TCPEstablished}, {"--tcp-fin-timeout", t.TCPFin},
+		{"--tcp-time-wait-timeout", t.TCPTimeWait}, {"--tcp-close-timeout", t.TCPClose},
+		{"--udp-timeout", t.UDP}, {"--udp-stream-timeout", t.UDPStream},
+	}
 }
 
 // UsageError is a mistake in the command line or the files it names: the
@@ -77,15 +118,16 @@ type Daemon struct {
 
 	ready atomic.Bool // XDP attached and first sync applied
 	flows atomic.Int64
+	gc    atomic.Pointer[dataplane.GCResult] // the last GC pass, for metrics
+
+	pressured map[dataplane.EndpointKey]bool // endpoints over the port-pressure mark; daemon loop only
 }
 
 func (d *Daemon) lbConfig() abi.Config {
 	c := abi.Config{
-		TCPEstablishedTimeoutNs: uint64(d.cfg.TCPTimeout),
-		TCPClosingTimeoutNs:     uint64(d.cfg.TCPClosingTimeout),
-		UDPTimeoutNs:            uint64(d.cfg.UDPTimeout),
-		SNATPortMin:             d.cfg.SNATPortMin,
-		SNATPortMax:             d.cfg.SNATPortMax,
+		TimeoutNs:   d.cfg.Timeouts.ns(),
+		SNATPortMin: d.cfg.SNATPortMin,
+		SNATPortMax: d.cfg.SNATPortMax,
 	}
 	// The program must complete partial checksums itself only where the
 	// skb's "partial" mark does not survive: native mode.
@@ -102,7 +144,11 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 	if err := validate(&cfg); err != nil {
 		return err
 	}
-	d := &Daemon{cfg: cfg, log: log, attached: map[int]netif.Interface{}, modes: map[int]netif.Mode{}}
+	d := &Daemon{cfg: cfg, log: log, attached: map[int]netif.Interface{}, modes: map[int]netif.Mode{},
+		pressured: map[dataplane.EndpointKey]bool{}}
+	if err := d.keepLocalPortsClear(); err != nil {
+		return err
+	}
 
 	var src source
 	switch cfg.Discovery {
@@ -309,17 +355,37 @@ func (d *Daemon) banner(ifaces []netif.Interface) {
 	d.log.WithFields(f).Info("xdplb started")
 }
 
+// keepLocalPortsClear moves this network namespace's ephemeral ports out
+// of the SNAT range, where the data path would take the replies of the
+// balancer's own connections for a balanced flow's.
+func (d *Daemon) keepLocalPortsClear() error {
+	snat := netif.PortRange{Min: d.cfg.SNATPortMin, Max: d.cfg.SNATPortMax}
+	was, now, err := netif.KeepLocalPortsClear(netif.PortRangeFile, snat)
+	if err != nil {
+		return err
+	}
+	if was != now {
+		d.log.WithFields(logrus.Fields{"snat_ports": snat.String(), "was": was.String(), "now": now.String()}).
+			Warn("moved this network namespace's ephemeral port range (net.ipv4.ip_local_port_range) out of the SNAT range, so that the balancer's own connections never take a SNAT port")
+	}
+	return nil
+}
+
 func (d *Daemon) collect() {
-	n, err := d.dp.CollectExpired(d.lbConfig())
+	res, err := d.dp.CollectExpired(d.lbConfig())
 	if err != nil {
 		d.log.WithError(err).Warn("collecting expired flows")
 		return
 	}
-	if c, err := d.dp.FlowCount(); err == nil {
-		d.flows.Store(int64(c))
+	total := 0
+	for _, n := range res.Flows {
+		total += n
 	}
-	if n > 0 {
-		d.log.WithField("expired", n).Debug("expired flows collected")
+	d.flows.Store(int64(total))
+	d.gc.Store(&res)
+	d.portPressure(res.PortsInUse)
+	if res.Removed > 0 {
+		d.log.WithField("expired", res.Removed).Debug("expired flows collected")
 	}
 }
 
@@ -382,7 +448,7 @@ func (d *Daemon) names() (map[uint32]reconcile.ServiceInfo, map[uint32]reconcile
 
 func (d *Daemon) serveHTTP() *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metrics.Handler(d.dp, d.names, metrics.Gauge{
+	mux.Handle("/metrics", metrics.Handler(d.dp, d.names, d.gcGauges(), metrics.Gauge{
 		Name: "xdplb_tracked_flows", Help: "Flows in connection tracking at the last collection.",
 		Value: func() float64 { return float64(d.flows.Load()) },
 	}))
@@ -417,10 +483,16 @@ func validate(cfg *Config) error {
 	if cfg.SNATPortMin == 0 || cfg.SNATPortMin > cfg.SNATPortMax {
 		return usage("--snat-ports=%d-%d: want MIN-MAX with 1 <= MIN <= MAX <= 65535", cfg.SNATPortMin, cfg.SNATPortMax)
 	}
-	for name, v := range map[string]time.Duration{"--tcp-timeout": cfg.TCPTimeout, "--tcp-closing-timeout": cfg.TCPClosingTimeout, "--udp-timeout": cfg.UDPTimeout, "--gc-interval": cfg.GCInterval} {
-		if v <= 0 {
-			return usage("%s=%s: must be positive", name, v)
+	for _, f := range append(cfg.Timeouts.flags(), struct {
+		name string
+		v    time.Duration
+	}{"--gc-interval", cfg.GCInterval}) {
+		if f.v <= 0 {
+			return usage("%s=%s: must be positive", f.name, f.v)
 		}
+	}
+	if cfg.Timeouts.TCPTimeWait < MinTimeWait {
+		return usage("--tcp-time-wait-timeout=%s: want at least %s, the backends' own TIME_WAIT, or a reused SNAT port can meet it", cfg.Timeouts.TCPTimeWait, MinTimeWait)
 	}
 	if cfg.MaxFlows < 1024 {
 		return usage("--max-flows=%d: want at least 1024", cfg.MaxFlows)

@@ -6,20 +6,12 @@ import (
 	"hash/maphash"
 	"slices"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplb/xdplb/pkg/abi"
 )
-
-// OrphanGrace is how long a lone conntrack half (a ct_fwd entry without its
-// ct_rev, or the reverse) must have been idle before GC deletes it. The data
-// path creates a flow as two inserts (ct_rev first, then ct_fwd) and
-// deletes it as two deletes, so a young lone half is usually a flow being
-// born or dying on another CPU, not an orphan.
-const OrphanGrace = time.Second
 
 // batchSize is how many entries one BPF_MAP_LOOKUP_BATCH call fetches.
 const batchSize = 4096
@@ -77,18 +69,24 @@ func fwdKeyOf(rk abi.FlowKey, rv abi.CTRev) abi.FlowKey {
 }
 
 // halvesMatch says whether fv and rv are the two halves of one flow: the
-// rev entry names the fwd key, and the fwd entry names the rev key. A ct_fwd
-// entry re-created for the same client tuple (new SNAT port or backend)
-// does not match its predecessor's ct_rev, which is then an orphan.
+// ct_fwd entry names the ct_rev key (backend port, SNAT address and port)
+// and backend. That rv names fv's key as its owner is checked apart (owns).
 func halvesMatch(rk abi.FlowKey, rv abi.CTRev, fv abi.CTFwd) bool {
 	return fv.BackendID == rv.BackendID && fv.SNATIP == rk.DAddr && fv.SNATPort == rk.DPort &&
 		fv.BackendPort == rk.SPort
 }
 
-// FlowCount is the number of tracked flows (ct_fwd entries).
+// owns says whether the flow rv belongs to client tuple fk, as the data
+// path's ct_owned() decides it.
+func owns(rv abi.CTRev, fk abi.FlowKey) bool {
+	return rv.ClientIP == fk.SAddr && rv.VIP == fk.DAddr && rv.ClientPort == fk.SPort && rv.VPort == fk.DPort
+}
+
+// FlowCount is the number of tracked flows (ct_rev entries), closed ones
+// whose port is still reserved included.
 func (d *Dataplane) FlowCount() (int, error) {
 	n := 0
-	if err := forEach(d.ctFwd, func(_, _ []byte) error { n++; return nil }); err != nil {
+	if err := forEach(d.ctRev, func(_, _ []byte) error { n++; return nil }); err != nil {
 		return 0, fmt.Errorf("counting flows: %w", err)
 	}
 	return n, nil
@@ -168,28 +166,25 @@ func monotonicNow() uint64 {
 	return uint64(ts.Nano())
 }
 
-// flowTimeout mirrors the data path's ct_timeout: UDP has one timeout; TCP
-// uses the established one only once established, and the closing one both
-// before (a SYN nobody answered) and after (FIN/RST).
-func flowTimeout(cfg abi.Config, proto, state uint8) uint64 {
-	switch {
-	case proto == unix.IPPROTO_UDP:
-		return cfg.UDPTimeoutNs
-	case state == abi.CTEstablished:
-		return cfg.TCPEstablishedTimeoutNs
-	default:
-		return cfg.TCPClosingTimeoutNs
+// checkTimeouts refuses a config with a zero timeout: the data path would
+// expire such flows at their first packet.
+func checkTimeouts(cfg abi.Config) error {
+	for st, ns := range cfg.TimeoutNs {
+		if ns == 0 {
+			return fmt.Errorf("the conntrack timeout of state %s is zero", abi.CTStateName(uint8(st)))
+		}
 	}
+	return nil
 }
 
-// flowExpired judges one flow by both halves: idle is measured from the
-// newer of the two last_seen stamps (each only tracks its own direction),
-// and the state is the further along of the two (states only move
-// forward: NEW, ESTABLISHED, CLOSING), so either side closing makes it
-// closing.
-func flowExpired(cfg abi.Config, now uint64, proto uint8, fv abi.CTFwd, rv abi.CTRev) bool {
-	last := max(fv.LastSeenNs, rv.LastSeenNs)
-	return idleFor(now, last) > flowTimeout(cfg, proto, max(fv.State, rv.State))
+// flowExpired mirrors the data path's ct_expired: idle in both directions
+// for longer than the state's timeout (a state out of range has none).
+func flowExpired(cfg abi.Config, now uint64, rv abi.CTRev) bool {
+	var timeout uint64
+	if int(rv.State) < abi.CTStates {
+		timeout = cfg.TimeoutNs[rv.State]
+	}
+	return idleFor(now, rv.LastSeenNs()) > timeout
 }
 
 func idleFor(now, last uint64) uint64 {
@@ -199,110 +194,90 @@ func idleFor(now, last uint64) uint64 {
 	return now - last
 }
 
-// CollectExpired deletes the flows that have been idle longer than their
-// timeout in cfg, both entries of each, and the lone halves (see
-// OrphanGrace). It returns how many flows it removed. The data path also
-// refuses to use an expired flow, so GC timing only bounds memory and SNAT
-// port use, not correctness.
+// EndpointKey names one backend endpoint as the SNAT port space sees it:
+// the backend slot (one address and port) and the LB address facing it.
+type EndpointKey struct {
+	BackendID uint32
+	SNATIP    uint32 // net
+}
+
+// GCResult is what one pass of CollectExpired removed and found.
+type GCResult struct {
+	Removed int               // flows deleted (a flow counts once)
+	Flows   [abi.CTStates]int // tracked flows left, by state
+	// PortsInUse counts the SNAT ports held per backend endpoint (live
+	// flows and closed ones in quarantine alike).
+	PortsInUse map[EndpointKey]int
+}
+
+// CollectExpired deletes the flows that have been idle, in both
+// directions, for longer than their state's timeout in cfg, and the
+// ct_fwd entries that no longer own a port (their flow's port was given to
+// another flow, or their ct_rev is gone). The data path refuses expired
+// flows and disowned indexes on its own, so GC timing only bounds memory
+// and the port space, not correctness.
 //
-// It walks ct_rev first: each entry names its flow's ct_fwd key directly,
-// which the ct_fwd side cannot do without the backend's address. Entries
-// idle for less than the shortest timeout are skipped without a lookup, so
-// a pass over busy flows costs about one batch read per map. A last
-// re-read just before each delete keeps a flow that woke up meanwhile.
-func (d *Dataplane) CollectExpired(cfg abi.Config) (int, error) {
-	if cfg.TCPEstablishedTimeoutNs == 0 || cfg.TCPClosingTimeoutNs == 0 || cfg.UDPTimeoutNs == 0 {
-		return 0, fmt.Errorf("collecting expired flows: zero timeout in %+v", cfg)
+// ct_rev entries are the flows; each names its ct_fwd key. Every delete
+// re-reads what it deletes first, so a flow that woke up, or was reclaimed
+// by its client, since the walk is kept. A flow's ct_fwd goes before its
+// ct_rev, as in the data path: a ct_fwd never outlives its port's owner.
+func (d *Dataplane) CollectExpired(cfg abi.Config) (GCResult, error) {
+	res := GCResult{PortsInUse: map[EndpointKey]int{}}
+	if err := checkTimeouts(cfg); err != nil {
+		return res, fmt.Errorf("collecting expired flows: %w", err)
 	}
 	now := monotonicNow()
-	grace := uint64(OrphanGrace)
-	minIdle := min(cfg.TCPEstablishedTimeoutNs, cfg.TCPClosingTimeoutNs, cfg.UDPTimeoutNs, grace)
 
-	// Pass 1: ct_rev. Remember a hash of every flow a ct_rev entry
-	// describes, so pass 2 can tell lone ct_fwd entries without lookups.
+	// Pass 1: ct_rev. Remember a hash of every flow, so that pass 2 can
+	// tell the ct_fwd entries that belong to one without lookups.
 	seed := maphash.MakeSeed()
 	var paired []uint64
-	type pair struct{ fwd, rev abi.FlowKey }
-	var expired []pair
-	var loneRevs []abi.FlowKey
+	var expired []abi.FlowKey
 	err := forEach(d.ctRev, func(k, v []byte) error {
 		rk, rv := asKey(k), asRev(v)
-		fk := fwdKeyOf(rk, rv)
-		paired = append(paired, flowHash(seed, fk, rk.DAddr, rk.DPort, rk.SPort, rv.BackendID))
-		if idleFor(now, rv.LastSeenNs) <= minIdle {
+		if flowExpired(cfg, now, rv) {
+			expired = append(expired, rk)
 			return nil
 		}
-		var fv abi.CTFwd
-		err := lookup(d.ctFwd, unsafe.Pointer(&fk), unsafe.Pointer(&fv), unsafe.Sizeof(fv))
-		switch {
-		case errors.Is(err, syscall.ENOENT) || (err == nil && !halvesMatch(rk, rv, fv)):
-			if idleFor(now, rv.LastSeenNs) > grace {
-				loneRevs = append(loneRevs, rk)
-			}
-		case err != nil:
-			return fmt.Errorf("looking up %s entry of a flow: %w", mapCTFwd, err)
-		case flowExpired(cfg, now, rk.Proto, fv, rv):
-			expired = append(expired, pair{fk, rk})
+		if int(rv.State) < abi.CTStates {
+			res.Flows[rv.State]++
 		}
+		res.PortsInUse[EndpointKey{rv.BackendID, rk.DAddr}]++
+		paired = append(paired, flowHash(seed, fwdKeyOf(rk, rv), rk.DAddr, rk.DPort, rk.SPort, rv.BackendID))
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("collecting expired flows: walking %s: %w", mapCTRev, err)
+		return res, fmt.Errorf("collecting expired flows: walking %s: %w", mapCTRev, err)
 	}
-
-	removed := 0
-	for _, p := range expired {
-		ok, err := d.deleteExpired(cfg, now, p.fwd, p.rev)
+	for _, rk := range expired {
+		ok, err := d.deleteExpired(cfg, now, rk)
 		if err != nil {
-			return removed, fmt.Errorf("collecting expired flows: %w", err)
+			return res, fmt.Errorf("collecting expired flows: %w", err)
 		}
 		if ok {
-			removed++
-		}
-	}
-	for _, rk := range loneRevs {
-		var rv abi.CTRev
-		if lookup(d.ctRev, unsafe.Pointer(&rk), unsafe.Pointer(&rv), unsafe.Sizeof(rv)) != nil ||
-			idleFor(now, rv.LastSeenNs) <= grace {
-			continue
-		}
-		if ok, err := d.deleteFlowKey(d.ctRev.DeleteKey, rk); err != nil {
-			return removed, fmt.Errorf("collecting expired flows: deleting lone %s entry: %w", mapCTRev, err)
-		} else if ok {
-			removed++
+			res.Removed++
 		}
 	}
 
-	// Pass 2: ct_fwd entries that no ct_rev entry described in pass 1.
-	// A flow created since then is younger than the grace and is skipped.
+	// Pass 2: ct_fwd entries that no live flow in pass 1 described.
 	slices.Sort(paired)
-	var loneFwds []abi.FlowKey
+	var lone []abi.FlowKey
 	err = forEach(d.ctFwd, func(k, v []byte) error {
 		fk, fv := asKey(k), asFwd(v)
-		if idleFor(now, fv.LastSeenNs) <= grace {
-			return nil
-		}
 		if _, found := slices.BinarySearch(paired, flowHash(seed, fk, fv.SNATIP, fv.SNATPort, fv.BackendPort, fv.BackendID)); !found {
-			loneFwds = append(loneFwds, fk)
+			lone = append(lone, fk)
 		}
 		return nil
 	})
 	if err != nil {
-		return removed, fmt.Errorf("collecting expired flows: walking %s: %w", mapCTFwd, err)
+		return res, fmt.Errorf("collecting expired flows: walking %s: %w", mapCTFwd, err)
 	}
-	for _, fk := range loneFwds {
-		var fv abi.CTFwd
-		if lookup(d.ctFwd, unsafe.Pointer(&fk), unsafe.Pointer(&fv), unsafe.Sizeof(fv)) != nil ||
-			idleFor(now, fv.LastSeenNs) <= grace {
-			continue
-		}
-		if ok, err := d.deleteFlowKey(d.ctFwd.DeleteKey, fk); err != nil {
-			return removed, fmt.Errorf("collecting expired flows: deleting lone %s entry: %w", mapCTFwd, err)
-		} else if ok {
-			removed++
+	for _, fk := range lone {
+		if err := d.deleteDisowned(fk); err != nil {
+			return res, fmt.Errorf("collecting expired flows: %w", err)
 		}
 	}
-	return removed, nil
+	return res, nil
 }
 
 // flowHash identifies one flow by what both of its halves record. A hash
@@ -317,45 +292,68 @@ func flowHash(seed maphash.Seed, fk abi.FlowKey, snatIP uint32, snatPort, backen
 	return maphash.Bytes(seed, b[:])
 }
 
-// deleteExpired deletes a flow pass 1 found expired, after reading both
-// halves again: a flow that woke up, or whose client tuple was given a new
-// flow, since the walk is kept. It reports whether anything was deleted.
-func (d *Dataplane) deleteExpired(cfg abi.Config, now uint64, fk, rk abi.FlowKey) (bool, error) {
-	var fv abi.CTFwd
+// deleteExpired deletes the flow at rk if it is still expired: its ct_fwd
+// first, if that still points at rk and rk's flow still owns it, then
+// rk. It reports whether the flow was deleted.
+func (d *Dataplane) deleteExpired(cfg abi.Config, now uint64, rk abi.FlowKey) (bool, error) {
 	var rv abi.CTRev
-	fwdErr := lookup(d.ctFwd, unsafe.Pointer(&fk), unsafe.Pointer(&fv), unsafe.Sizeof(fv))
-	revErr := lookup(d.ctRev, unsafe.Pointer(&rk), unsafe.Pointer(&rv), unsafe.Sizeof(rv))
-	for _, err := range []error{fwdErr, revErr} {
-		if err != nil && !errors.Is(err, syscall.ENOENT) {
-			return false, err
+	if err := lookup(d.ctRev, unsafe.Pointer(&rk), unsafe.Pointer(&rv), unsafe.Sizeof(rv)); err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return false, nil
 		}
+		return false, fmt.Errorf("reading %s: %w", mapCTRev, err)
 	}
-	delFwd, delRev := false, false
+	if !flowExpired(cfg, now, rv) {
+		return false, nil
+	}
+	fk := fwdKeyOf(rk, rv)
+	var fv abi.CTFwd
+	err := lookup(d.ctFwd, unsafe.Pointer(&fk), unsafe.Pointer(&fv), unsafe.Sizeof(fv))
 	switch {
-	case fwdErr == nil && revErr == nil:
-		delFwd = halvesMatch(rk, rv, fv) && flowExpired(cfg, now, rk.Proto, fv, rv)
-		delRev = delFwd
-	case fwdErr == nil: // ct_rev vanished (LRU): judge ct_fwd alone
-		delFwd = idleFor(now, fv.LastSeenNs) > flowTimeout(cfg, rk.Proto, fv.State)
-	case revErr == nil:
-		delRev = idleFor(now, rv.LastSeenNs) > flowTimeout(cfg, rk.Proto, rv.State)
-	}
-	gone := false
-	// ct_fwd first: once it is gone no client packet can use the flow, and a
-	// new flow for the same client allocates a port around the old ct_rev.
-	if delFwd {
-		ok, err := d.deleteFlowKey(d.ctFwd.DeleteKey, fk)
-		if err != nil {
+	case err == nil && halvesMatch(rk, rv, fv):
+		if _, err := d.deleteFlowKey(d.ctFwd.DeleteKey, fk); err != nil {
 			return false, fmt.Errorf("deleting from %s: %w", mapCTFwd, err)
 		}
-		gone = gone || ok
+	case err != nil && !errors.Is(err, syscall.ENOENT):
+		return false, fmt.Errorf("reading %s: %w", mapCTFwd, err)
 	}
-	if delRev {
-		ok, err := d.deleteFlowKey(d.ctRev.DeleteKey, rk)
-		if err != nil {
-			return gone, fmt.Errorf("deleting from %s: %w", mapCTRev, err)
+	ok, err := d.deleteFlowKey(d.ctRev.DeleteKey, rk)
+	if err != nil {
+		return false, fmt.Errorf("deleting from %s: %w", mapCTRev, err)
+	}
+	return ok, nil
+}
+
+// deleteDisowned deletes ct_fwd entry fk unless, read again now, it
+// points at a flow that its client tuple owns: one born since pass 1 is
+// kept. The ct_rev key needs the backend's address, from its slot; a
+// cleared slot's flows are disowned.
+func (d *Dataplane) deleteDisowned(fk abi.FlowKey) error {
+	var fv abi.CTFwd
+	if err := lookup(d.ctFwd, unsafe.Pointer(&fk), unsafe.Pointer(&fv), unsafe.Sizeof(fv)); err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return nil
 		}
-		gone = gone || ok
+		return fmt.Errorf("reading %s: %w", mapCTFwd, err)
 	}
-	return gone, nil
+	var be abi.Backend
+	id := fv.BackendID
+	if err := lookup(d.backends, unsafe.Pointer(&id), unsafe.Pointer(&be), unsafe.Sizeof(be)); err != nil && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("reading backend %d: %w", id, err)
+	}
+	if be.IP != 0 {
+		rk := abi.FlowKey{SAddr: be.IP, DAddr: fv.SNATIP, SPort: fv.BackendPort, DPort: fv.SNATPort, Proto: fk.Proto}
+		var rv abi.CTRev
+		err := lookup(d.ctRev, unsafe.Pointer(&rk), unsafe.Pointer(&rv), unsafe.Sizeof(rv))
+		if err == nil && owns(rv, fk) && halvesMatch(rk, rv, fv) {
+			return nil
+		}
+		if err != nil && !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("reading %s: %w", mapCTRev, err)
+		}
+	}
+	if _, err := d.deleteFlowKey(d.ctFwd.DeleteKey, fk); err != nil {
+		return fmt.Errorf("deleting from %s: %w", mapCTFwd, err)
+	}
+	return nil
 }

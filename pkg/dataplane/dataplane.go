@@ -123,7 +123,7 @@ func (d *Dataplane) specs() []mapSpec {
 		{mapBackends, bpf.MapTypeArray, u32, unsafe.Sizeof(abi.Backend{}), &d.backends},
 		{mapIfaces, bpf.MapTypeHash, u32, unsafe.Sizeof(abi.IfaceInfo{}), &d.ifaces},
 		{mapCTFwd, bpf.MapTypeLRUHash, unsafe.Sizeof(abi.FlowKey{}), unsafe.Sizeof(abi.CTFwd{}), &d.ctFwd},
-		{mapCTRev, bpf.MapTypeLRUHash, unsafe.Sizeof(abi.FlowKey{}), unsafe.Sizeof(abi.CTRev{}), &d.ctRev},
+		{mapCTRev, bpf.MapTypeHash, unsafe.Sizeof(abi.FlowKey{}), unsafe.Sizeof(abi.CTRev{}), &d.ctRev},
 		{mapConfig, bpf.MapTypeArray, u32, unsafe.Sizeof(abi.Config{}), &d.config},
 		{mapPortFilter, bpf.MapTypeArray, u32, unsafe.Sizeof(abi.PortBits{}), &d.portFilter},
 		{mapSvcStats, bpf.MapTypePerCPUArray, u32, unsafe.Sizeof(abi.Stats{}), &d.svcStats},

@@ -55,12 +55,11 @@ const (
 )
 
 func lbtConfig() abi.Config {
+	s := uint64(time.Second)
 	return abi.Config{
-		TCPEstablishedTimeoutNs: uint64(300 * time.Second),
-		TCPClosingTimeoutNs:     uint64(10 * time.Second),
-		UDPTimeoutNs:            uint64(30 * time.Second),
-		SNATPortMin:             20000,
-		SNATPortMax:             29999,
+		TimeoutNs:   timeouts(10*s, 300*s, 10*s, 60*s, 10*s, 30*s, 120*s),
+		SNATPortMin: 20000,
+		SNATPortMax: 29999,
 	}
 }
 
@@ -378,7 +377,7 @@ func TestConfigIfacesServicesBackends(t *testing.T) {
 		t.Error("empty SNAT port range accepted")
 	}
 	bad = lbtConfig()
-	bad.UDPTimeoutNs = 0
+	bad.TimeoutNs[abi.CTUDPStream] = 0
 	if err := d.SetConfig(bad); err == nil {
 		t.Error("zero timeout accepted")
 	}
@@ -555,38 +554,47 @@ func TestPurgeBackendFlows(t *testing.T) {
 }
 
 // TestCollectExpired ages real flows by rewriting their timestamps and
-// checks GC against every timeout rule.
+// states, and checks GC against every timeout rule and every kind of lone
+// half.
 func TestCollectExpired(t *testing.T) {
 	r := newLBRig(t, 4096)
 	d := r.d
-	cfg := lbtConfig()
+	cfg := lbtConfig() // syn 10s, established 300s, fin 10s, time-wait 60s, close 10s, udp 30s, stream 120s
+	const sec = time.Second
 	type flowCase struct {
-		name     string
-		udp      bool
-		fwdAge   time.Duration // how long ago each half last saw a packet
-		revAge   time.Duration
-		fwdState uint8
-		revState uint8
-		dropFwd  bool // make it a lone half
-		dropRev  bool
-		expire   bool
+		name      string
+		udp       bool
+		clientAge time.Duration // how long ago each direction last sent
+		backAge   time.Duration
+		state     uint8
+		dropFwd   bool // a lone ct_rev: its ct_fwd was lost (LRU)
+		dropRev   bool // a lone ct_fwd: its ct_rev was deleted behind the data path's back
+		disown    bool // its ct_rev now names another client tuple (its port was taken)
+		expire    bool // the flow (ct_rev) goes
+		fwdGoes   bool // its ct_fwd goes
 	}
 	cases := []flowCase{
-		{name: "fresh SYN", fwdAge: 0, revAge: 0, fwdState: abi.CTNew, revState: abi.CTNew},
-		{name: "unanswered SYN past closing timeout", fwdAge: 11 * time.Second, revAge: 11 * time.Second, fwdState: abi.CTNew, revState: abi.CTNew, expire: true},
-		{name: "established idle 20s", fwdAge: 20 * time.Second, revAge: 20 * time.Second, fwdState: abi.CTEstablished, revState: abi.CTEstablished},
-		{name: "established idle 301s", fwdAge: 301 * time.Second, revAge: 301 * time.Second, fwdState: abi.CTEstablished, revState: abi.CTEstablished, expire: true},
-		{name: "client idle 400s but backend pushing", fwdAge: 400 * time.Second, revAge: time.Second, fwdState: abi.CTEstablished, revState: abi.CTEstablished},
-		{name: "backend idle 400s but client sending", fwdAge: 2 * time.Second, revAge: 400 * time.Second, fwdState: abi.CTEstablished, revState: abi.CTEstablished},
-		{name: "client closed, idle 11s", fwdAge: 11 * time.Second, revAge: 11 * time.Second, fwdState: abi.CTClosing, revState: abi.CTEstablished, expire: true},
-		{name: "backend closed, idle 11s", fwdAge: 11 * time.Second, revAge: 11 * time.Second, fwdState: abi.CTEstablished, revState: abi.CTClosing, expire: true},
-		{name: "closing, idle 9s", fwdAge: 9 * time.Second, revAge: 9 * time.Second, fwdState: abi.CTClosing, revState: abi.CTClosing},
-		{name: "UDP idle 29s", udp: true, fwdAge: 29 * time.Second, revAge: 29 * time.Second, fwdState: abi.CTEstablished, revState: abi.CTEstablished},
-		{name: "UDP idle 31s", udp: true, fwdAge: 31 * time.Second, revAge: 31 * time.Second, fwdState: abi.CTEstablished, revState: abi.CTEstablished, expire: true},
-		{name: "lone ct_rev idle 5s", fwdAge: 5 * time.Second, revAge: 5 * time.Second, fwdState: abi.CTEstablished, revState: abi.CTEstablished, dropFwd: true, expire: true},
-		{name: "lone ct_rev idle 100ms", revAge: 100 * time.Millisecond, fwdState: abi.CTEstablished, revState: abi.CTEstablished, dropFwd: true},
-		{name: "lone ct_fwd idle 5s", fwdAge: 5 * time.Second, revAge: 5 * time.Second, fwdState: abi.CTEstablished, revState: abi.CTEstablished, dropRev: true, expire: true},
-		{name: "lone ct_fwd idle 100ms", fwdAge: 100 * time.Millisecond, fwdState: abi.CTEstablished, revState: abi.CTEstablished, dropRev: true},
+		{name: "fresh SYN", state: abi.CTTCPSynSent},
+		{name: "unanswered SYN idle 11s", clientAge: 11 * sec, backAge: 11 * sec, state: abi.CTTCPSynSent, expire: true},
+		{name: "SYN-ACK seen idle 11s", clientAge: 11 * sec, backAge: 11 * sec, state: abi.CTTCPSynRecv, expire: true},
+		{name: "established idle 20s", clientAge: 20 * sec, backAge: 20 * sec, state: abi.CTTCPEstablished},
+		{name: "established idle 301s", clientAge: 301 * sec, backAge: 301 * sec, state: abi.CTTCPEstablished, expire: true},
+		{name: "client idle 400s but backend pushing", clientAge: 400 * sec, backAge: sec, state: abi.CTTCPEstablished},
+		{name: "backend idle 400s but client sending", clientAge: 2 * sec, backAge: 400 * sec, state: abi.CTTCPEstablished},
+		{name: "FIN from one side, idle 9s", clientAge: 9 * sec, backAge: 9 * sec, state: abi.CTTCPFinWait},
+		{name: "FIN from one side, idle 11s", clientAge: 11 * sec, backAge: 11 * sec, state: abi.CTTCPFinWait, expire: true},
+		{name: "TIME_WAIT 59s: the port stays reserved", clientAge: 59 * sec, backAge: 59 * sec, state: abi.CTTCPTimeWait},
+		{name: "TIME_WAIT 61s", clientAge: 61 * sec, backAge: 61 * sec, state: abi.CTTCPTimeWait, expire: true},
+		{name: "reset, idle 11s", clientAge: 11 * sec, backAge: 11 * sec, state: abi.CTTCPClose, expire: true},
+		{name: "UDP unreplied idle 31s", udp: true, clientAge: 31 * sec, backAge: 31 * sec, state: abi.CTUDPUnreplied, expire: true},
+		{name: "UDP one exchange idle 29s", udp: true, clientAge: 29 * sec, backAge: 29 * sec, state: abi.CTUDPReplied},
+		{name: "UDP one exchange, server still talking", udp: true, clientAge: 100 * sec, backAge: sec, state: abi.CTUDPReplied},
+		{name: "UDP stream idle 31s", udp: true, clientAge: 31 * sec, backAge: 31 * sec, state: abi.CTUDPStream},
+		{name: "UDP stream idle 121s", udp: true, clientAge: 121 * sec, backAge: 121 * sec, state: abi.CTUDPStream, expire: true},
+		{name: "lone ct_rev, live: kept for its client to adopt", clientAge: 5 * sec, backAge: 5 * sec, state: abi.CTTCPEstablished, dropFwd: true},
+		{name: "lone ct_rev, expired", clientAge: 301 * sec, backAge: 301 * sec, state: abi.CTTCPEstablished, dropFwd: true, expire: true},
+		{name: "lone ct_fwd", state: abi.CTTCPEstablished, dropRev: true, fwdGoes: true},
+		{name: "ct_fwd whose port another client owns", state: abi.CTTCPEstablished, disown: true, fwdGoes: true},
 	}
 	byPort := map[uint16]flowCase{}
 	for i, c := range cases {
@@ -605,9 +613,10 @@ func TestCollectExpired(t *testing.T) {
 		if !ok || !f.hasFwd || !f.hasRev {
 			t.Fatalf("unexpected or incomplete flow from port %d: %+v", port, f)
 		}
-		f.fwd.LastSeenNs, f.fwd.State = now-uint64(c.fwdAge), c.fwdState
-		f.rev.LastSeenNs, f.rev.State = now-uint64(c.revAge), c.revState
-		r.putFwd(f.fk, f.fwd)
+		f.rev.ClientSeenNs, f.rev.BackendSeenNs, f.rev.State = now-uint64(c.clientAge), now-uint64(c.backAge), c.state
+		if c.disown {
+			f.rev.ClientIP = abi.IPv4(netip.MustParseAddr("192.0.2.99"))
+		}
 		r.putRev(f.rk, f.rev)
 		if c.dropFwd {
 			r.must(d.ctFwd.DeleteKey(unsafe.Pointer(&f.fk)))
@@ -620,27 +629,42 @@ func TestCollectExpired(t *testing.T) {
 		}
 	}
 
-	removed, err := d.CollectExpired(cfg)
+	res, err := d.CollectExpired(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if removed != wantRemoved {
-		t.Errorf("CollectExpired removed %d flows, want %d", removed, wantRemoved)
+	if res.Removed != wantRemoved {
+		t.Errorf("CollectExpired removed %d flows, want %d", res.Removed, wantRemoved)
 	}
 	left := r.flows()
 	for port, c := range byPort {
 		f := left[port]
-		switch {
-		case c.expire && f != nil:
-			t.Errorf("%s: not collected (fwd %v, rev %v)", c.name, f.hasFwd, f.hasRev)
-		case !c.expire && f == nil:
-			t.Errorf("%s: collected", c.name)
-		case !c.expire && (f.hasFwd == c.dropFwd || f.hasRev == c.dropRev):
-			t.Errorf("%s: halves changed: fwd %v, rev %v", c.name, f.hasFwd, f.hasRev)
+		if f == nil {
+			f = &lbtFlow{}
+		}
+		wantRev := !c.expire && !c.dropRev
+		wantFwd := !c.expire && !c.dropFwd && !c.fwdGoes
+		if f.hasRev != wantRev || f.hasFwd != wantFwd {
+			t.Errorf("%s: ct_rev kept %v (want %v), ct_fwd kept %v (want %v)", c.name, f.hasRev, wantRev, f.hasFwd, wantFwd)
 		}
 	}
-	if removed, err := d.CollectExpired(cfg); err != nil || removed != 0 {
-		t.Errorf("second pass removed %d, %v", removed, err)
+	// What is left is counted by state, and per backend endpoint.
+	total, ports := 0, 0
+	for _, n := range res.Flows {
+		total += n
+	}
+	for _, n := range res.PortsInUse {
+		ports += n
+	}
+	wantLeft := len(cases) - wantRemoved - 1 // the lone ct_fwd had no flow
+	if total != wantLeft || ports != wantLeft {
+		t.Errorf("flows left by state %v (sum %d), ports in use %v (sum %d); want %d", res.Flows, total, res.PortsInUse, ports, wantLeft)
+	}
+	if res.Flows[abi.CTTCPTimeWait] != 1 || res.Flows[abi.CTUDPStream] != 1 {
+		t.Errorf("flows by state %v: want one tcp_time_wait and one udp_stream", res.Flows)
+	}
+	if again, err := d.CollectExpired(cfg); err != nil || again.Removed != 0 {
+		t.Errorf("second pass removed %d, %v", again.Removed, err)
 	}
 	if _, err := d.CollectExpired(abi.Config{}); err == nil {
 		t.Error("zero timeouts accepted")
@@ -649,18 +673,18 @@ func TestCollectExpired(t *testing.T) {
 
 // TestCollectExpiredUsesTheDataPathClock runs GC on flows stamped by the
 // program itself, with real time passing: if user space read another clock
-// than bpf_ktime_get_ns, fresh flows would look ancient or never age.
+// than bpf_ktime_get_coarse_ns, fresh flows would look ancient or never age.
 func TestCollectExpiredUsesTheDataPathClock(t *testing.T) {
 	r := newLBRig(t, 1024)
 	cfg := lbtConfig()
 	r.run(lbtSYN(t, lbtClient, 50000), XDPTx)
-	if n, err := r.d.CollectExpired(cfg); err != nil || n != 0 {
-		t.Fatalf("a fresh flow was collected: %d, %v", n, err)
+	if res, err := r.d.CollectExpired(cfg); err != nil || res.Removed != 0 {
+		t.Fatalf("a fresh flow was collected: %d, %v", res.Removed, err)
 	}
-	cfg.TCPClosingTimeoutNs = uint64(20 * time.Millisecond) // SYN-only flows use it
+	cfg.TimeoutNs[abi.CTTCPSynSent] = uint64(20 * time.Millisecond)
 	time.Sleep(50 * time.Millisecond)
-	if n, err := r.d.CollectExpired(cfg); err != nil || n != 1 {
-		t.Fatalf("a 50ms-idle SYN with a 20ms timeout: collected %d, %v; want 1", n, err)
+	if res, err := r.d.CollectExpired(cfg); err != nil || res.Removed != 1 {
+		t.Fatalf("a 50ms-idle SYN with a 20ms timeout: collected %d, %v; want 1", res.Removed, err)
 	}
 	if cnt, _ := r.d.FlowCount(); cnt != 0 || len(r.flows()) != 0 {
 		t.Errorf("entries left after GC: %+v", r.flows())

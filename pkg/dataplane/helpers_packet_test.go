@@ -90,13 +90,22 @@ type lab struct {
 	cfg abi.Config
 }
 
+// timeouts is an abi.Config's TimeoutNs: every state's timeout from its
+// kind, syn covering both handshake states and udp the unreplied and
+// replied ones.
+func timeouts(syn, established, fin, timeWait, closed, udp, udpStream uint64) [abi.CTStates]uint64 {
+	var t [abi.CTStates]uint64
+	t[abi.CTTCPSynSent], t[abi.CTTCPSynRecv] = syn, syn
+	t[abi.CTTCPEstablished], t[abi.CTTCPFinWait], t[abi.CTTCPTimeWait], t[abi.CTTCPClose] = established, fin, timeWait, closed
+	t[abi.CTUDPUnreplied], t[abi.CTUDPReplied], t[abi.CTUDPStream] = udp, udp, udpStream
+	return t
+}
+
 func defaultConfig() abi.Config {
 	return abi.Config{
-		TCPEstablishedTimeoutNs: hour,
-		TCPClosingTimeoutNs:     minute,
-		UDPTimeoutNs:            minute,
-		SNATPortMin:             snatPortMin,
-		SNATPortMax:             snatPortMax,
+		TimeoutNs:   timeouts(minute, hour, 2*minute, 2*minute, minute/6, minute/2, 2*minute),
+		SNATPortMin: snatPortMin,
+		SNATPortMax: snatPortMax,
 	}
 }
 

@@ -15,8 +15,8 @@ import (
 // SetConfig writes the single lb_config entry. The data path reads it per
 // packet, so a change applies to the next packet.
 func (d *Dataplane) SetConfig(cfg abi.Config) error {
-	if cfg.TCPEstablishedTimeoutNs == 0 || cfg.TCPClosingTimeoutNs == 0 || cfg.UDPTimeoutNs == 0 {
-		return fmt.Errorf("setting config: every conntrack timeout must be non-zero: %+v", cfg)
+	if err := checkTimeouts(cfg); err != nil {
+		return fmt.Errorf("setting config: %w", err)
 	}
 	if cfg.SNATPortMin == 0 || cfg.SNATPortMin > cfg.SNATPortMax {
 		return fmt.Errorf("setting config: SNAT port range %d-%d is empty or starts at 0", cfg.SNATPortMin, cfg.SNATPortMax)

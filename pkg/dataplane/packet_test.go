@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -104,19 +103,19 @@ func TestPacketTCPFlow(t *testing.T) {
 	if !ok {
 		t.Fatal("no ct_fwd entry after the SYN")
 	}
-	wantFwd := abi.CTFwd{LastSeenNs: fwd.LastSeenNs, BackendID: b.id, SNATIP: abi.IPv4(vip), SNATPort: abi.Port(sp),
-		State: abi.CTNew, CsumKind: abi.CsumFull, SvcID: svcTCP, BackendPort: abi.Port(targetTCP)}
-	if fwd != wantFwd || fwd.LastSeenNs == 0 {
+	wantFwd := abi.CTFwd{BackendID: b.id, SNATIP: abi.IPv4(vip), SNATPort: abi.Port(sp),
+		CsumKind: abi.CsumFull, SvcID: svcTCP, BackendPort: abi.Port(targetTCP)}
+	if fwd != wantFwd {
 		t.Errorf("ct_fwd %+v, want %+v", fwd, wantFwd)
 	}
 	rev, ok := l.ctRev(rk)
 	if !ok {
 		t.Fatal("no ct_rev entry after the SYN")
 	}
-	wantRev := abi.CTRev{LastSeenNs: rev.LastSeenNs, ClientIP: abi.IPv4(client1), VIP: abi.IPv4(vip),
+	wantRev := abi.CTRev{ClientSeenNs: rev.ClientSeenNs, ClientIP: abi.IPv4(client1), VIP: abi.IPv4(vip),
 		ClientPort: abi.Port(40000), VPort: abi.Port(vportTCP), ClientIfIndex: lbIfindex, ClientMAC: mac6(cMAC1),
-		State: abi.CTNew, CsumKind: abi.CsumUnknown, BackendID: b.id, SvcID: svcTCP, LBMAC: mac6(lbMAC)}
-	if rev != wantRev {
+		State: abi.CTTCPSynSent, CsumKind: abi.CsumUnknown, BackendID: b.id, SvcID: svcTCP, LBMAC: mac6(lbMAC)}
+	if rev != wantRev || rev.ClientSeenNs == 0 {
 		t.Errorf("ct_rev %+v, want %+v", rev, wantRev)
 	}
 
@@ -126,11 +125,8 @@ func TestPacketTCPFlow(t *testing.T) {
 	synackF := synack.frame(t)
 	out = l.runExpect(synackF, XDPTx, abi.ReasonReply)
 	l.checkReply(synackF, out, client1, cMAC1, 40000, vportTCP, csumFull)
-	if f, _ := l.ctFwd(fk); f.State != abi.CTEstablished {
-		t.Errorf("ct_fwd state %d after the first reply, want ESTABLISHED", f.State)
-	}
-	if r, _ := l.ctRev(rk); r.State != abi.CTEstablished || r.CsumKind != abi.CsumFull {
-		t.Errorf("ct_rev state %d, checksum kind %d after the first reply, want ESTABLISHED, full", r.State, r.CsumKind)
+	if r, _ := l.ctRev(rk); r.State != abi.CTTCPSynRecv || r.CsumKind != abi.CsumFull || r.BackendSeenNs == 0 {
+		t.Errorf("ct_rev %+v after the SYN-ACK, want SYN_RECV, full checksums, backend seen", r)
 	}
 
 	// An established segment with payload: same backend, same SNAT port.
@@ -142,6 +138,9 @@ func TestPacketTCPFlow(t *testing.T) {
 	b2, sp2 := l.checkForward(estF, out, targetTCP, csumFull)
 	if b2.id != b.id || sp2 != sp {
 		t.Errorf("established packet went to backend %d port %d, the flow has backend %d port %d", b2.id, sp2, b.id, sp)
+	}
+	if r, _ := l.ctRev(rk); r.State != abi.CTTCPEstablished {
+		t.Errorf("ct_rev state %s after the client's ACK, want tcp_established", abi.CTStateName(r.State))
 	}
 	if !bytes.Equal(decode(t, out).l4Payload(), est.payload) {
 		t.Errorf("payload changed")
@@ -185,14 +184,18 @@ func TestPacketUDPFlow(t *testing.T) {
 	qf := q.frame(t)
 	out := l.runExpect(qf, XDPTx, abi.ReasonFwdNewFlow)
 	b, sp := l.checkForward(qf, out, targetUDP, csumFull, be1, be2)
-	if f, _ := l.ctFwd(flowKey(client1, vip, 5000, vportUDP, layers.IPProtocolUDP)); f.State != abi.CTEstablished {
-		t.Errorf("UDP flow state %d, want ESTABLISHED", f.State)
+	rk := flowKey(b.ip, vip, targetUDP, sp, layers.IPProtocolUDP)
+	if r, _ := l.ctRev(rk); r.State != abi.CTUDPUnreplied {
+		t.Errorf("UDP flow state %s, want udp_unreplied", abi.CTStateName(r.State))
 	}
 	r := pkt{srcMAC: b.mac, dstMAC: lbMAC, src: b.ip, dst: vip, proto: layers.IPProtocolUDP,
 		sport: targetUDP, dport: sp, payload: []byte("answer!")}
 	rf := r.frame(t)
 	out = l.runExpect(rf, XDPTx, abi.ReasonReply)
 	l.checkReply(rf, out, client1, cMAC1, 5000, vportUDP, csumFull)
+	if r, _ := l.ctRev(rk); r.State != abi.CTUDPReplied {
+		t.Errorf("UDP flow state %s after the answer, want udp_replied", abi.CTStateName(r.State))
+	}
 
 	// A payload chosen so that the rewritten datagram's checksum computes
 	// to 0, which UDP must send as 0xffff.
@@ -772,107 +775,6 @@ func TestPacketICMPErrorToClient(t *testing.T) {
 	out = l.runExpect(in, XDPPass, abi.ReasonPassICMP)
 	if !bytes.Equal(in, out) {
 		t.Error("truncated ICMP error modified")
-	}
-}
-
-func TestPacketTCPCloseAndPortReuse(t *testing.T) {
-	l := newLab(t)
-	syn := tcpFrom(client1, cMAC1, 49000)
-	sf := syn.frame(t)
-	out := l.runExpect(sf, XDPTx, abi.ReasonFwdNewFlow)
-	b, sp := l.checkForward(sf, out, targetTCP, csumFull)
-	fk := flowKey(client1, vip, 49000, vportTCP, layers.IPProtocolTCP)
-	rk := flowKey(b.ip, vip, targetTCP, sp, layers.IPProtocolTCP)
-	reply := pkt{srcMAC: b.mac, dstMAC: lbMAC, src: b.ip, dst: vip, proto: layers.IPProtocolTCP,
-		sport: targetTCP, dport: sp, syn: true, ack: true}
-	l.runExpect(reply.frame(t), XDPTx, abi.ReasonReply)
-
-	fin := syn
-	fin.syn, fin.ack, fin.fin = false, true, true
-	ff := fin.frame(t)
-	out = l.runExpect(ff, XDPTx, abi.ReasonFwd)
-	l.checkForward(ff, out, targetTCP, csumFull, b)
-	if f, _ := l.ctFwd(fk); f.State != abi.CTClosing {
-		t.Errorf("ct_fwd state %d after the client's FIN, want CLOSING", f.State)
-	}
-	if r, _ := l.ctRev(rk); r.State != abi.CTClosing {
-		t.Errorf("ct_rev state %d after the client's FIN, want CLOSING", r.State)
-	}
-	reply.syn, reply.fin = false, true
-	l.runExpect(reply.frame(t), XDPTx, abi.ReasonReply)
-
-	// The client reuses its port for a new connection: a new flow, with a
-	// new SNAT port, so the backend's TIME_WAIT socket is not hit.
-	out = l.runExpect(sf, XDPTx, abi.ReasonFwdNewFlow)
-	_, sp2 := l.checkForward(sf, out, targetTCP, csumFull)
-	if sp2 == sp {
-		t.Errorf("re-opened flow got its old SNAT port %d again", sp)
-	}
-	if f, _ := l.ctFwd(fk); f.State != abi.CTNew || f.SNATPort != abi.Port(sp2) {
-		t.Errorf("re-opened flow entry %+v, want state NEW port %d", f, sp2)
-	}
-	if _, ok := l.ctRev(rk); ok {
-		t.Error("the closed flow's ct_rev entry survived its replacement")
-	}
-
-	// An RST from the backend closes too.
-	rst := pkt{srcMAC: b.mac, dstMAC: lbMAC, src: b.ip, dst: vip, proto: layers.IPProtocolTCP,
-		sport: targetTCP, dport: sp2, rst: true, ack: true}
-	// (the new flow may be on another backend; find it from the entry)
-	f, _ := l.ctFwd(fk)
-	nb := testBackendByID(f.BackendID)
-	rst.srcMAC, rst.src = nb.mac, nb.ip
-	l.runExpect(rst.frame(t), XDPTx, abi.ReasonReply)
-	if f, _ := l.ctFwd(fk); f.State != abi.CTClosing {
-		t.Errorf("ct_fwd state %d after the backend's RST, want CLOSING", f.State)
-	}
-}
-
-func TestPacketExpiry(t *testing.T) {
-	l := newLab(t)
-	c := defaultConfig()
-	c.TCPClosingTimeoutNs = uint64(time.Millisecond) // also NEW flows
-	c.UDPTimeoutNs = uint64(time.Millisecond)
-	l.setConfig(c)
-
-	// A SYN never answered expires on the short timeout.
-	syn := tcpFrom(client1, cMAC1, 50000)
-	sf := syn.frame(t)
-	out := l.runExpect(sf, XDPTx, abi.ReasonFwdNewFlow)
-	b, sp := l.checkForward(sf, out, targetTCP, csumFull)
-	time.Sleep(20 * time.Millisecond)
-	out = l.runExpect(sf, XDPTx, abi.ReasonFwdNewFlow)
-	_, sp2 := l.checkForward(sf, out, targetTCP, csumFull)
-	if sp2 == sp {
-		t.Errorf("expired flow re-created with its old SNAT port %d", sp)
-	}
-	if _, ok := l.ctRev(flowKey(b.ip, vip, targetTCP, sp, layers.IPProtocolTCP)); ok {
-		t.Error("expired flow's ct_rev entry survived")
-	}
-
-	// An established flow lives on the long timeout.
-	f, _ := l.ctFwd(flowKey(client1, vip, 50000, vportTCP, layers.IPProtocolTCP))
-	nb := testBackendByID(f.BackendID)
-	r := pkt{srcMAC: nb.mac, dstMAC: lbMAC, src: nb.ip, dst: vip, proto: layers.IPProtocolTCP,
-		sport: targetTCP, dport: sp2, syn: true, ack: true}
-	l.runExpect(r.frame(t), XDPTx, abi.ReasonReply)
-	time.Sleep(20 * time.Millisecond)
-	est := syn
-	est.syn, est.ack = false, true
-	ef := est.frame(t)
-	out = l.runExpect(ef, XDPTx, abi.ReasonFwd)
-	if _, sp3 := l.checkForward(ef, out, targetTCP, csumFull, nb); sp3 != sp2 {
-		t.Errorf("established flow changed SNAT port %d -> %d", sp2, sp3)
-	}
-
-	// UDP on its own timeout.
-	u := udpFrom(client1, cMAC1, 5007, "u").frame(t)
-	out = l.runExpect(u, XDPTx, abi.ReasonFwdNewFlow)
-	_, up := l.checkForward(u, out, targetUDP, csumFull, be1, be2)
-	time.Sleep(20 * time.Millisecond)
-	out = l.runExpect(u, XDPTx, abi.ReasonFwdNewFlow)
-	if _, up2 := l.checkForward(u, out, targetUDP, csumFull, be1, be2); up2 == up {
-		t.Errorf("expired UDP flow re-created with its old SNAT port %d", up)
 	}
 }
 

@@ -30,16 +30,46 @@ type Gauge struct {
 	Value      func() float64
 }
 
+// LabeledGauge is a family of gauges the daemon reports, one per label set.
+type LabeledGauge struct {
+	Name, Help string
+	Samples    func() []Sample
+}
+
+// Sample is one gauge of a LabeledGauge: its labels as they go between the
+// braces (`a="x",b="y"`, empty for none) and its value.
+type Sample struct {
+	Labels string
+	Value  float64
+}
+
 // Handler serves /metrics.
-func Handler(src Source, names Names, gauges ...Gauge) http.Handler {
+func Handler(src Source, names Names, labeled []LabeledGauge, gauges ...Gauge) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		bw := bufio.NewWriter(w)
 		defer bw.Flush()
 		if err := write(bw, src, names, gauges); err != nil {
 			fmt.Fprintf(bw, "# error: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+			return
 		}
+		writeLabeled(bw, labeled)
 	})
+}
+
+func writeLabeled(w *bufio.Writer, labeled []LabeledGauge) {
+	for _, g := range labeled {
+		header(w, g.Name, "gauge", g.Help)
+		samples := g.Samples()
+		sort.Slice(samples, func(i, j int) bool { return samples[i].Labels < samples[j].Labels })
+		for _, s := range samples {
+			if s.Labels == "" {
+				fmt.Fprintf(w, "%s %g\n", g.Name, s.Value)
+			} else {
+				fmt.Fprintf(w, "%s{%s} %g\n", g.Name, s.Labels, s.Value)
+			}
+		}
+	}
 }
 
 func write(w *bufio.Writer, src Source, names Names, gauges []Gauge) error {

@@ -48,7 +48,8 @@ func TestLabelledGetTrafficUnlabelledNone(t *testing.T) {
 	}
 
 	// Full NAT: the replicas see the balancer as the client, from a port of
-	// its SNAT range (10000-32767 by default), not the client itself.
+	// its SNAT range (1024-60999 by default: usually the client's own port),
+	// not the client itself.
 	p := e.startProbe("-url="+e.url(), "-workers=4", "-every=10ms", "-until-eof")
 	p.waitFor(t, "100 answers", 20*time.Second, func(rs []rec) bool { return len(rs) >= 100 })
 	for _, r := range p.stop(t) {
@@ -58,8 +59,8 @@ func TestLabelledGetTrafficUnlabelledNone(t *testing.T) {
 		}
 		ip, port, err := net.SplitHostPort(r.remote)
 		n, _ := strconv.Atoi(port)
-		if err != nil || ip != e.lbIP || n < 10000 || n > 32767 {
-			t.Errorf("%s saw the client as %q, want %s:10000-32767", r.host, r.remote, e.lbIP)
+		if err != nil || ip != e.lbIP || n < 1024 || n > 60999 {
+			t.Errorf("%s saw the client as %q, want %s:1024-60999", r.host, r.remote, e.lbIP)
 			break
 		}
 	}

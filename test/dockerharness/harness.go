@@ -273,12 +273,14 @@ ENTRYPOINT ["/xdplb"]
 }
 
 // XdplbRunArgs are the docker run flags the load balancer needs: the
-// capabilities to load and attach XDP programs, and the engine socket.
+// capabilities to load and attach XDP programs, its own ephemeral ports
+// outside the default SNAT range, and the engine socket.
 // (":ro" keeps the socket file from being replaced; it does not limit the
 // API, which is why the watcher is careful to only read.)
 func (h *H) XdplbRunArgs() []string {
 	sock := strings.TrimPrefix(h.Client.DaemonHost(), "unix://")
-	return []string{"--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "-v", sock + ":/var/run/docker.sock:ro"}
+	return []string{"--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--sysctl", "net.ipv4.ip_local_port_range=61000 65535",
+		"-v", sock + ":/var/run/docker.sock:ro"}
 }
 
 // Exec runs a command in a running container and returns its output.
