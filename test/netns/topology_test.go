@@ -294,12 +294,19 @@ func (n *Node) HTTPClient(keepAlive bool, timeout time.Duration) *http.Client {
 }
 
 // SNMP reads the node's /proc/net/snmp as "Proto.Field" -> value.
-func (n *Node) SNMP() (map[string]int64, error) {
+func (n *Node) SNMP() (map[string]int64, error) { return n.procNetCounters("snmp") }
+
+// Netstat reads the node's /proc/net/netstat ("TcpExt.PAWSTimewait" and
+// the like) the same way: nstat's TcpExt counters, of this namespace only.
+func (n *Node) Netstat() (map[string]int64, error) { return n.procNetCounters("netstat") }
+
+// procNetCounters parses a /proc/net file of header/value line pairs.
+func (n *Node) procNetCounters(file string) (map[string]int64, error) {
 	var raw []byte
 	err := n.Do(func() error {
 		var err error
 		// thread-self: /proc/net follows the thread group leader's namespace.
-		raw, err = os.ReadFile("/proc/thread-self/net/snmp")
+		raw, err = os.ReadFile("/proc/thread-self/net/" + file)
 		return err
 	})
 	if err != nil {
@@ -308,6 +315,7 @@ func (n *Node) SNMP() (map[string]int64, error) {
 	out := map[string]int64{}
 	var header []string
 	sc := bufio.NewScanner(bytes.NewReader(raw))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		if len(f) < 2 {
