@@ -103,7 +103,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.ResyncInterval, "resync-interval", 30*time.Second, "full resync period, a safety net that logs any drift")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", defaultHTTPAddr, "address for /metrics and /healthz")
 	fs.Var(portRange{&cfg.SNATPortMin, &cfg.SNATPortMax}, "snat-ports", "source ports of flows towards backends, MIN-MAX: a flow keeps its client's port when it is in this range and free. The balancer's own ephemeral ports (net.ipv4.ip_local_port_range) must lie outside it; it moves them where it can (default 1024-60999: every Linux client's port, leaving 61000-65535 to the balancer)")
-	fs.IntVar(&cfg.MaxFlows, "max-flows", abi.MaxFlows, "tracked flows (LRU beyond that)")
+	fs.IntVar(&cfg.MaxFlows, "max-flows", abi.MaxFlows, "tracked flows, closed ones in TIME_WAIT included; new flows are refused beyond that")
 	fs.IntVar(&cfg.MaxServices, "max-services", abi.MaxServices, "services, counting each listen port/protocol once")
 	fs.IntVar(&cfg.MaxBackends, "max-backends", abi.MaxBackends, "backends, counting a backend once per port it serves")
 	t := &cfg.Timeouts
