@@ -15,7 +15,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -24,8 +23,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // natVariants are the balancers every churn check runs through.
@@ -46,18 +43,7 @@ func newChurnLab(t *testing.T, clients int, variant string) *churnLab {
 	b := topo.Backends[0]
 	topo.Start(t, b, "whoami "+b.Role, binPath(t, "whoami"), "serve", "--http=:8080", "--udp=:9001",
 		"--name="+b.Role, "--unhealthy-file="+t.TempDir()+"/unhealthy")
-	hc := topo.Clients[0].HTTPClient(false, 2*time.Second)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		a, err := getWhoami(context.Background(), hc, fmt.Sprintf("http://%s:8080/", b.IP))
-		if err == nil && a.Host == b.Role {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("whoami on %s not answering: %v", b.Role, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitWhoami(t, topo.Clients[0], topo.Backends)
 	l := &churnLab{topo: topo, variant: variant, vip: topo.LB.IP, backend: b}
 	switch variant {
 	case "xdplb":
@@ -188,6 +174,22 @@ func (l *churnLab) churn(t *testing.T, clients []*Node, workers int, d time.Dura
 	}
 }
 
+// churnVariants runs churn from n clients, workers each, for d through every
+// NAT variant in fresh namespaces, checks each result and returns them.
+func churnVariants(t *testing.T, n, workers int, d time.Duration, check func(*testing.T, string, churnResult)) map[string]churnResult {
+	res := map[string]churnResult{}
+	for _, v := range natVariants {
+		t.Run(v, func(t *testing.T) {
+			l := newChurnLab(t, n, v)
+			r := l.churn(t, l.topo.Clients, workers, d)
+			res[v] = r
+			t.Logf("%s, %d client(s), %s: %s", v, n, d, r)
+			check(t, v, r)
+		})
+	}
+	return res
+}
+
 func envSeconds(name string, def int) time.Duration {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
 		return time.Duration(v) * time.Second
@@ -202,19 +204,12 @@ func envSeconds(name string, def int) time.Duration {
 // (PAWS). Zero failures, zero PAWS rejections, for both NATs.
 func TestChurnOneClient(t *testing.T) {
 	d := envSeconds("XDPLB_CHURN_SECONDS", 30)
-	res := map[string]churnResult{}
-	for _, v := range natVariants {
-		t.Run(v, func(t *testing.T) {
-			l := newChurnLab(t, 1, v)
-			r := l.churn(t, l.topo.Clients, 16, d)
-			res[v] = r
-			t.Logf("%s, one client, %s: %s", v, d, r)
-			if r.Failed > 0 || r.PAWS > 0 || r.OK == 0 {
-				t.Errorf("%s: %s; first failures: %v", v, r, r.FirstFailures)
-			}
-		})
-	}
-	if x, i := res["xdplb"], res["iptables"]; i.OK > 0 {
+	res := churnVariants(t, 1, 16, d, func(t *testing.T, v string, r churnResult) {
+		if r.Failed > 0 || r.PAWS > 0 || r.OK == 0 {
+			t.Errorf("%s: %s; first failures: %v", v, r, r.FirstFailures)
+		}
+	})
+	if x, i := res["xdplb"], res["iptables"]; i.OK > 0 && x.OK > 0 {
 		t.Logf("one client: xdplb %.0f conn/s = %.2fx iptables", x.rate(), x.rate()/i.rate())
 	}
 }
@@ -227,18 +222,11 @@ func TestChurnOneClient(t *testing.T) {
 // than the kernel's NAT by more than noise.
 func TestChurnThreeClients(t *testing.T) {
 	d := envSeconds("XDPLB_CHURN3_SECONDS", 15)
-	res := map[string]churnResult{}
-	for _, v := range natVariants {
-		t.Run(v, func(t *testing.T) {
-			l := newChurnLab(t, 3, v)
-			r := l.churn(t, l.topo.Clients, 8, d)
-			res[v] = r
-			t.Logf("%s, three clients, %s: %s", v, d, r)
-			if r.Failed > 0 || r.OK == 0 {
-				t.Errorf("%s: %s; first failures: %v", v, r, r.FirstFailures)
-			}
-		})
-	}
+	res := churnVariants(t, 3, 8, d, func(t *testing.T, v string, r churnResult) {
+		if r.Failed > 0 || r.OK == 0 {
+			t.Errorf("%s: %s; first failures: %v", v, r, r.FirstFailures)
+		}
+	})
 	x, i := res["xdplb"], res["iptables"]
 	if i.OK > 0 && x.OK > 0 {
 		t.Logf("three clients: xdplb %.0f conn/s (PAWS %d, SYN retrans %d) vs iptables %.0f conn/s (PAWS %d, SYN retrans %d): %.2fx",
@@ -340,35 +328,15 @@ func flood(from, lb *Node, n int) (time.Duration, error) {
 		return 0, err
 	}
 	t0 := time.Now()
-	err := from.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			return fmt.Errorf("packet socket: %w", err)
-		}
-		defer unix.Close(fd)
-		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
-		copy(sa.Addr[:], lb.MAC)
-		base := lb.IP.As4()
+	base := lb.IP.As4()
+	err := withPacketSocket(from, lb.MAC, func(send func([]byte) error) error {
 		for i := 0; i < n; i++ {
 			r := rnd[8*i : 8*i+8]
 			src := base
 			src[3] = 100 + r[0]%150
 			sport := 1024 + binary.BigEndian.Uint16(r[1:3])%64000
-			f := synFrame(from, lb, netip.AddrFrom4(src), sport, 80, binary.BigEndian.Uint32(r[3:7]))
-			for {
-				err := unix.Sendto(fd, f, 0, sa)
-				if err == unix.ENOBUFS || err == unix.EAGAIN {
-					time.Sleep(50 * time.Microsecond)
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				break
+			if err := send(synFrame(from, lb, netip.AddrFrom4(src), sport, 80, binary.BigEndian.Uint32(r[3:7]))); err != nil {
+				return err
 			}
 		}
 		return nil

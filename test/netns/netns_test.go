@@ -90,8 +90,15 @@ func newLab(t *testing.T) *lab {
 		topo.Start(t, b, "whoami "+b.Role, whoami, "serve", "--http=:8080", "--tcp=:9000", "--udp=:9001",
 			"--name="+b.Role, "--unhealthy-file="+filepath.Join(tmp, b.Role+"-unhealthy"))
 	}
-	hc := topo.Clients[0].HTTPClient(false, 2*time.Second)
-	for _, b := range topo.Backends {
+	waitWhoami(t, topo.Clients[0], topo.Backends)
+	return l
+}
+
+// waitWhoami waits until whoami on each backend answers from client c.
+func waitWhoami(t *testing.T, c *Node, backends []*Node) {
+	t.Helper()
+	hc := c.HTTPClient(false, 2*time.Second)
+	for _, b := range backends {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			a, err := getWhoami(context.Background(), hc, fmt.Sprintf("http://%s:8080/", b.IP))
@@ -104,7 +111,6 @@ func newLab(t *testing.T) *lab {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	return l
 }
 
 // daemon is a running bin/xdplb in the LB namespace.

@@ -501,6 +501,13 @@ func udpFrame(src, dst *Node, sport, dport uint16, payload []byte, corrupt bool)
 // sendFrame writes one frame on the node's eth0 through a packet socket: the
 // kernel sends it as is (CHECKSUM_NONE), bypassing the node's own stack.
 func sendFrame(n *Node, frame []byte) error {
+	return withPacketSocket(n, frame[0:6], func(send func([]byte) error) error { return send(frame) })
+}
+
+// withPacketSocket runs fn in the node's namespace with a function that
+// sends whole frames to dst on its eth0 through one packet socket. A full
+// transmit queue (ENOBUFS) is waited out, not reported.
+func withPacketSocket(n *Node, dst net.HardwareAddr, fn func(send func([]byte) error) error) error {
 	return n.Do(func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
@@ -512,8 +519,17 @@ func sendFrame(n *Node, frame []byte) error {
 		}
 		defer unix.Close(fd)
 		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
-		copy(sa.Addr[:], frame[0:6])
-		return unix.Sendto(fd, frame, 0, sa)
+		copy(sa.Addr[:], dst)
+		return fn(func(frame []byte) error {
+			for {
+				err := unix.Sendto(fd, frame, 0, sa)
+				if err == unix.ENOBUFS || err == unix.EAGAIN {
+					time.Sleep(50 * time.Microsecond)
+					continue
+				}
+				return err
+			}
+		})
 	})
 }
 
