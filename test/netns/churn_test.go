@@ -15,10 +15,12 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -35,9 +37,11 @@ type churnLab struct {
 	variant string
 	vip     netip.Addr
 	backend *Node
+	xdplb   *Proc // the xdplb variant's daemon
 }
 
-func newChurnLab(t *testing.T, clients int, variant string) *churnLab {
+// newChurnLab builds the lab; xdplbArgs are extra `xdplb run` flags.
+func newChurnLab(t *testing.T, clients int, variant string, xdplbArgs ...string) *churnLab {
 	t.Helper()
 	topo := newTopology(t, clients, 1)
 	b := topo.Backends[0]
@@ -47,7 +51,7 @@ func newChurnLab(t *testing.T, clients int, variant string) *churnLab {
 	l := &churnLab{topo: topo, variant: variant, vip: topo.LB.IP, backend: b}
 	switch variant {
 	case "xdplb":
-		l.startXdplb(t)
+		l.startXdplb(t, xdplbArgs...)
 	case "iptables":
 		l.startIptables(t)
 	default:
@@ -56,14 +60,15 @@ func newChurnLab(t *testing.T, clients int, variant string) *churnLab {
 	return l
 }
 
-func (l *churnLab) startXdplb(t *testing.T) {
+func (l *churnLab) startXdplb(t *testing.T, extra ...string) {
 	t.Helper()
 	b := l.backend
 	args := []string{"run", "--discovery=static", "--interface=eth0", "--xdp-mode=generic",
 		"--service=web=80:8080/tcp", "--service=dns=53:9001/udp",
 		fmt.Sprintf("--backend=web=%s@%s", b.IP, b.MAC), fmt.Sprintf("--backend=dns=%s@%s", b.IP, b.MAC),
 		"--log-format=text", "--http-addr=" + metricsAddr}
-	p := l.topo.Start(t, l.topo.LB, "xdplb", binPath(t, "xdplb"), args...)
+	p := l.topo.Start(t, l.topo.LB, "xdplb", binPath(t, "xdplb"), append(args, extra...)...)
+	l.xdplb = p
 	t.Cleanup(func() { p.Stop(10 * time.Second) })
 	if err := p.WaitOutput("xdp attached", 30*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, p.Tail(40))
@@ -372,5 +377,52 @@ func TestSYNFlood(t *testing.T) {
 				t.Errorf("%s: only %.1f%% of legitimate connections succeeded during the flood: %v", v, 100*share, r.FirstFailures)
 			}
 		})
+	}
+}
+
+// TestSNATPortPressure fills a backend endpoint's SNAT ports to 85% with
+// held connections: the gauge counts them, the log warns once, and says
+// so once more when they are released.
+func TestSNATPortPressure(t *testing.T) {
+	const ports, held = 20, 17
+	l := newChurnLab(t, 1, "xdplb", "--snat-ports=40000-40019", "--gc-interval=500ms", "--tcp-close-timeout=1s")
+	// The balancer moved its own ephemeral ports out of the SNAT range,
+	// to the larger side.
+	if got := strings.Join(strings.Fields(l.topo.nsExec(t, l.topo.LB.NS, "cat", "/proc/sys/net/ipv4/ip_local_port_range")), " "); got != "1024 39999" {
+		t.Errorf("the LB namespace's ephemeral ports are %q, want 1024 39999 (outside --snat-ports=40000-40019)", got)
+	}
+	if !strings.Contains(l.xdplb.Output(), "moved this network namespace's ephemeral port range") {
+		t.Errorf("moving the ephemeral ports was not logged:\n%s", l.xdplb.Tail(20))
+	}
+	c := l.topo.Clients[0]
+	var conns []net.Conn
+	for i := 0; i < held; i++ {
+		conn, err := c.DialContext(context.Background(), "tcp", netip.AddrPortFrom(l.vip, 80).String())
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		conns = append(conns, conn)
+	}
+	if err := l.xdplb.WaitOutput("SNAT ports towards this backend are running out", 10*time.Second); err != nil {
+		t.Fatalf("no port-pressure warning with %d of %d ports held: %v\n%s", held, ports, err, l.xdplb.Tail(20))
+	}
+	hc := l.topo.LB.HTTPClient(false, 5*time.Second)
+	m := scrapeMetrics(t, hc)
+	if v, ok := m.get("xdplb_snat_ports_in_use", "service", "web", "ip", l.backend.IP.String()); !ok || v != held {
+		t.Errorf("xdplb_snat_ports_in_use = %v (found %v), want %d", v, ok, held)
+	}
+	if v, _ := m.get("xdplb_snat_ports_per_backend"); v != ports {
+		t.Errorf("xdplb_snat_ports_per_backend = %v, want %d", v, ports)
+	}
+	// Reset, not closed: a RST leaves nothing in TIME_WAIT to wait for.
+	for _, conn := range conns {
+		_ = conn.(*net.TCPConn).SetLinger(0)
+		conn.Close()
+	}
+	if err := l.xdplb.WaitOutput("SNAT ports towards this backend recovered", 15*time.Second); err != nil {
+		t.Fatalf("no recovery line after releasing the ports: %v\n%s", err, l.xdplb.Tail(20))
+	}
+	if n := strings.Count(l.xdplb.Output(), "are running out"); n != 1 {
+		t.Errorf("the warning was logged %d times, want once", n)
 	}
 }

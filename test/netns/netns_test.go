@@ -200,7 +200,14 @@ func startDaemon(t *testing.T, l *lab, o daemonOpts) *daemon {
 
 func (d *daemon) scrape(t *testing.T) metrics {
 	t.Helper()
-	resp, err := d.hc.Get("http://" + metricsAddr + "/metrics")
+	return scrapeMetrics(t, d.hc)
+}
+
+// scrapeMetrics reads and parses the balancer's /metrics from inside its
+// namespace; a page that reports an error fails the test.
+func scrapeMetrics(t *testing.T, hc *http.Client) metrics {
+	t.Helper()
+	resp, err := hc.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatalf("scraping xdplb: %v", err)
 	}
