@@ -90,13 +90,30 @@ del_ns() {
 	ip netns del "$1" 2>/dev/null || true
 }
 
-cleanup_all() {
+del_our_ns() {
 	local n
 	for n in $(ip netns list | awk '{print $1}' | grep "^$P" || true); do del_ns "$n"; done
+}
+cleanup_all() {
+	del_our_ns
 	rm -rf "$RUN"
 }
+# On Ctrl-C or TERM: every load generator and server runs inside one of our
+# namespaces, so deleting them (killing what runs there) ends the variant in
+# progress at once; then its subshell, which cleans up after itself, is ended.
+VPID=""
+on_signal() {
+	trap - INT TERM
+	log "interrupted: removing namespaces $P*"
+	del_our_ns
+	if [ -n "$VPID" ]; then
+		kill -TERM "$VPID" 2>/dev/null || true
+		wait "$VPID" 2>/dev/null || true
+	fi
+	exit 130
+}
 trap cleanup_all EXIT
-trap 'exit 130' INT TERM
+trap on_signal INT TERM
 sweep_stale
 
 # ---- topology ----------------------------------------------------------------
@@ -473,7 +490,7 @@ check_traffic() {
 	xdplb)
 		local m
 		m=$(ns lb curl -s --max-time 3 "http://$XDPLB_HTTP/metrics" | awk -F'[{}"]' '/^xdplb_reason_packets_total/ {split($5, v, " "); if (v[1] + 0 > 0) printf "%s=%s ", $3, v[1] + 0}')
-		ev+="; xdplb reasons: $m"
+		ev+="; xdplb reasons: $m; attached: $(awk '/xdp attached/ { for (i = 1; i <= NF; i++) if ($i ~ /^(interface|mode)=/) printf "%s ", $i }' "$LOGS/xdplb.log")"
 		[ "$a1" -gt 0 ] && [ "$a2" -gt 0 ] && [ "$u1" -gt 0 ] && [ "$u2" -gt 0 ] && [ "$lbopen" = 0 ] && [ "$lbfwd" = 0 ] || why="want both backends, nothing through lb's own stack"
 		[[ $m == *fwd_new_flow=* ]] || why="xdplb counted no new flow"
 		;;
@@ -484,9 +501,8 @@ check_traffic() {
 # run_variant: one variant, one round, in its own fresh namespaces. Runs in a
 # subshell: whatever fails ends this variant only, and its namespaces go.
 run_variant() {
-	LOGS=$OUT_DIR/logs/$TOPO_KIND-r$ROUND-$VNAME
-	rm -rf "$LOGS" && mkdir -p "$LOGS"
 	trap 'stop_all; for n in sw lb c1 c2 b1 b2; do del_ns "$P$n"; done' EXIT
+	trap 'exit 143' TERM
 	topo_up "$TOPO_KIND"
 	start_backends
 	# Direct: each client to its own backend, so that direct and the balancers
@@ -549,17 +565,24 @@ for TOPO_KIND in "${TOPOS[@]}"; do
 			VKIND=$VNAME
 			[[ $VNAME == xdplb* ]] && VKIND=xdplb
 			log "$TOPO_KIND round $ROUND/$ROUNDS: $VNAME"
+			LOGS=$OUT_DIR/logs/$TOPO_KIND-r$ROUND-$VNAME
+			mkdir -p "$LOGS"
+			# In the background so that a signal reaches on_signal at once
+			# (bash runs traps only between foreground commands).
 			set +e
 			(
 				set -e
 				run_variant
-			) 2>>"$OUT_DIR/logs/errors.txt"
+			) 2>"$LOGS/errors.txt" &
+			VPID=$!
+			wait "$VPID"
 			rc=$?
+			VPID=""
 			set -e
 			if [ $rc != 0 ]; then
-				[ $rc -ge 128 ] && exit $rc
-				log "$TOPO_KIND round $ROUND $VNAME FAILED (exit $rc): $(tail -2 "$OUT_DIR/logs/errors.txt" | tr '\n' ' ')"
-				check "FAILED (exit $rc)" "see logs/errors.txt"
+				why=$(grep -v '^$' "$LOGS/errors.txt" | tail -1)
+				log "$TOPO_KIND round $ROUND $VNAME FAILED (exit $rc): $why"
+				check "FAILED (exit $rc)" "${why:-no message} (logs/$TOPO_KIND-r$ROUND-$VNAME/errors.txt)"
 			fi
 			# Figures the variant never reached count as failed.
 			for f in $FIGURES; do
