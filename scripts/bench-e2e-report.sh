@@ -92,8 +92,8 @@ for topo in $TOPOS; do
 					if (bad > 0) cell = cell sprintf(", %d/%d failed", bad, rounds)
 					if (f ~ /^bulk/) {
 						z = 0
-						for (r = 1; r <= rounds; r++) z += val[f "_zero_s", V[v], r]
-						if (z > 0) cell = cell sprintf(", stalled: %d s with 0 bytes", z)
+						for (r = 1; r <= rounds; r++) z += val[f "_stall_s", V[v], r]
+						if (z > 0) cell = cell sprintf(", stalled: %d s under 1 MB", z)
 					}
 				}
 				printf " %s |", cell

@@ -427,8 +427,8 @@ iperf() {
 			printf "%.6f\n", v * m
 		}' "$LOGS/iperf3-$name.txt")
 	record "$name" "$v"
-	# Seconds in which nothing moved: a stall, even when iperf3 ends in time.
-	record "${name}_zero_s" "$(grep -v -e sender -e receiver "$LOGS/iperf3-$name.txt" | grep -c ' 0.00 Bytes' || true)"
+	# Seconds in which less than 1 MB moved: a stall, even when iperf3 ends in time.
+	record "${name}_stall_s" "$(grep -v -e sender -e receiver "$LOGS/iperf3-$name.txt" | grep -cE 'sec +[0-9.]+ (K?Bytes)' || true)"
 }
 
 # udp_rr: one-shot UDP requests, each from a fresh socket, from both clients
@@ -550,7 +550,7 @@ run_variant() {
 
 # ---- the run -----------------------------------------------------------------
 
-FIGURES="ka_rps close_rps ka_p50_ms ka_p99_ms close_p50_ms close_p99_ms ka_errors close_errors paws_timewait paws_estab syn_retrans bulk_up bulk_down bulk_up_zero_s bulk_down_zero_s udp_rps udp_failed"
+FIGURES="ka_rps close_rps ka_p50_ms ka_p99_ms close_p50_ms close_p99_ms ka_errors close_errors paws_timewait paws_estab syn_retrans bulk_up bulk_down bulk_up_stall_s bulk_down_stall_s udp_rps udp_failed"
 VLIST=($VARIANTS)
 START=$(date +%s)
 log "topologies: ${TOPOS[*]}; variants: ${VLIST[*]}; $ROUNDS round(s) of $DURATION; prefix $P"
