@@ -14,14 +14,20 @@ ka_p50_ms|keep-alive p50 latency, ms|ratio
 ka_p99_ms|keep-alive p99 latency, ms|ratio
 close_p50_ms|`Connection: close` p50 latency, ms|ratio
 close_p99_ms|`Connection: close` p99 latency, ms|ratio
+close1_rps|new connections/s, one client alone|ratio
+close1_p99_ms|one client alone: p99 latency, ms|ratio
 bulk_up|iperf3 client -> backend, Gbit/s|ratio chart|bulk up
 bulk_down|iperf3 backend -> client (`-R`), Gbit/s|ratio chart|bulk down (-R)
 udp_rps|UDP requests/s, a fresh socket each|ratio chart|UDP req/s
 ka_errors|keep-alive wrk errors (socket + non-2xx)|count
 close_errors|`Connection: close` wrk errors (socket + non-2xx)|count
-paws_timewait|backends `TcpExtPAWSTimewait` (close run)|count
-paws_estab|backends `TcpExtPAWSEstab` (close run)|count
-syn_retrans|clients `TcpExtTCPSynRetrans` (close run)|count
+close_paws_tw|backends `TcpExtPAWSTimewait` (close run)|count
+close_paws_estab|backends `TcpExtPAWSEstab` (close run)|count
+close_syn_retrans|clients `TcpExtTCPSynRetrans` (close run)|count
+close1_errors|one client alone: wrk errors|count
+close1_paws_tw|one client alone: backends `TcpExtPAWSTimewait`|count
+close1_paws_estab|one client alone: backends `TcpExtPAWSEstab`|count
+close1_syn_retrans|one client alone: client `TcpExtTCPSynRetrans`|count
 udp_failed|UDP failed requests|count'
 
 md=$OUT/results.md
@@ -54,7 +60,7 @@ for topo in $TOPOS; do
 		return commas(v)
 	}
 	function isnum(v) { return v ~ /^-?[0-9.]+$/ }
-	NR > 1 && $1 == topo { val[$4, $3, $2] = $5; if ($2 > rounds) rounds = $2 }
+	NR > 1 && $1 == topo { val[$4, $3, $2] = $5; present[$4] = 1; if ($2 > rounds) rounds = $2 }
 	END {
 		nv = split(vnames, V, " ")
 		nf = split(figs, F, "\n")
@@ -72,6 +78,7 @@ for topo in $TOPOS; do
 		printf "\n" > dat
 		for (i = 1; i <= nf; i++) {
 			split(F[i], g, "|"); f = g[1]
+			if (!(f in present)) continue  # e.g. the one-client rows without ONE_CLIENT=1
 			printf "| %s |", g[2]
 			if (g[3] ~ /chart/) printf "\"%s\"", g[4] > dat
 			for (v = 1; v <= nv; v++) {
@@ -118,7 +125,8 @@ done
 	) per client) from both client namespaces at once, requests/s summed, latency percentiles averaged"
 	echo "over the two clients; one iperf3 stream from client 1 to backend 1 through the balancer; UDP: \`whoami client --udp\`"
 	echo "from both clients at once, a fresh socket per request, answered requests over the slower client's time."
-	echo "Each variant runs in fresh namespaces. PAWS and SYN counters are absolute \`nstat\` counters, read before and after."
+	echo "Each variant runs in fresh namespaces (the one-client rows, with ONE_CLIENT=1, in namespaces of their own)."
+	echo "PAWS and SYN counters are absolute \`nstat\` counters, read before and after the \`Connection: close\` run."
 } >>"$md"
 
 # One panel per topology: ratio to direct, one bar per variant.

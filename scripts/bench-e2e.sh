@@ -13,6 +13,7 @@
 #     its own flags: "xdplb-native:--xdp-mode=native" (comma-separated flags)
 #   XDPLB_ARGS  extra flags for every xdplb variant, e.g. --xdp-mode=native
 #   MTU_B       MTU of the backend bridge in TOPO=two, e.g. 1450
+#   ONE_CLIENT=1  also new connections/s from one client alone, in fresh namespaces
 #   THREADS [2] CONNS [50]    wrk, per client namespace (two clients at once)
 #   UDP_N [15000] UDP_C [32]  one-shot UDP requests per client, in flight
 #   OUT_DIR [bench-e2e]       results.md, results.csv, results.png, checks.txt, logs
@@ -25,6 +26,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-6s}
 VARIANTS=${VARIANTS:-direct iptables nginx haproxy xdplb}
 XDPLB_ARGS=${XDPLB_ARGS:-}
+ONE_CLIENT=${ONE_CLIENT:-0}
 MTU_B=${MTU_B:-}
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-50}
@@ -370,14 +372,15 @@ nstat_sum() {
 	echo "$sum"
 }
 
-# wrk_pair NAME [wrk flags]: wrk from both clients at once, each to its
-# HTTP_<client> URL, then records
-# NAME_rps (sum), NAME_p50_ms and NAME_p99_ms (mean of the two clients) and
-# NAME_errors (socket errors and non-2xx, summed).
-wrk_pair() {
-	local name=$1 c url pids=()
-	shift
-	for c in c1 c2; do
+# wrk_load NAME "CLIENTS" [wrk flags]: wrk from each client at once, each to
+# its HTTP_<client> URL, then records NAME_rps (sum), NAME_p50_ms and
+# NAME_p99_ms (mean over the clients) and NAME_errors (socket errors and
+# non-2xx, summed).
+wrk_load() {
+	local name=$1 clients=$2 c url pids=() files=()
+	shift 2
+	for c in $clients; do
+		files+=("$LOGS/wrk-$name-$c.txt")
 		url=HTTP_$c
 		timeout -k 5 $((DSEC + 30)) ip netns exec "$P$c" wrk -t"$THREADS" -c"$CONNS" -d"$DSEC"s --timeout "$WRK_TIMEOUT" --latency "$@" "${!url}" \
 			>"$LOGS/wrk-$name-$c.txt" 2>&1 &
@@ -385,16 +388,15 @@ wrk_pair() {
 	done
 	for c in "${pids[@]}"; do wait "$c" || true; done
 	local out
-	out=$(awk '
+	out=$(awk -v n=${#files[@]} '
 		function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /m$/) return v * 60000; if (v ~ /s$/) return v * 1000; return v }
-		FNR == 1 { files++ }
 		/^Requests\/sec:/ { rps += $2; ok++ }
 		$1 == "50%" { p50 += ms($2) }
 		$1 == "99%" { p99 += ms($2) }
 		/Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
 		/Non-2xx/ { err += $NF }
-		END { if (ok != 2) print "fail"; else printf "%.0f %.3f %.3f %d\n", rps, p50 / 2, p99 / 2, err }
-	' "$LOGS/wrk-$name-c1.txt" "$LOGS/wrk-$name-c2.txt")
+		END { if (ok != n) print "fail"; else printf "%.0f %.3f %.3f %d\n", rps, p50 / n, p99 / n, err }
+	' "${files[@]}")
 	if [ "$out" = fail ]; then
 		for c in rps p50_ms p99_ms errors; do record "${name}_$c" fail; done
 		return 0
@@ -404,6 +406,21 @@ wrk_pair() {
 	record "${name}_p50_ms" "$p50"
 	record "${name}_p99_ms" "$p99"
 	record "${name}_errors" "$err"
+}
+
+# close_run NAME "CLIENTS": new connections with `Connection: close`, and
+# what they cost the backends (PAWS rejections of SYNs that hit a TIME_WAIT
+# tuple) and the clients (SYN retransmissions).
+close_run() {
+	local name=$1 clients=$2 paws0 pawse0 syn0
+	paws0=$(nstat_sum TcpExtPAWSTimewait b1 b2) pawse0=$(nstat_sum TcpExtPAWSEstab b1 b2)
+	# shellcheck disable=SC2086 # a list of roles
+	syn0=$(nstat_sum TcpExtTCPSynRetrans $clients)
+	wrk_load "$name" "$clients" -H 'Connection: close'
+	record "${name}_paws_tw" $(($(nstat_sum TcpExtPAWSTimewait b1 b2) - paws0))
+	record "${name}_paws_estab" $(($(nstat_sum TcpExtPAWSEstab b1 b2) - pawse0))
+	# shellcheck disable=SC2086
+	record "${name}_syn_retrans" $(($(nstat_sum TcpExtTCPSynRetrans $clients) - syn0))
 }
 
 # iperf NAME [iperf3 flags]: one bulk stream from c1 to b1's fresh one-shot
@@ -527,14 +544,26 @@ run_variant() {
 	ACC1=$(nstat_sum TcpPassiveOpens b1) ACC2=$(nstat_sum TcpPassiveOpens b2)
 	LBOPEN=$(nstat_sum TcpActiveOpens lb) LBFWD=$(nstat_sum IpForwDatagrams lb)
 
-	wrk_pair ka
-	local paws0 pawse0 syn0
-	paws0=$(nstat_sum TcpExtPAWSTimewait b1 b2) pawse0=$(nstat_sum TcpExtPAWSEstab b1 b2)
-	syn0=$(nstat_sum TcpExtTCPSynRetrans c1 c2)
-	wrk_pair close -H 'Connection: close'
-	record paws_timewait $(($(nstat_sum TcpExtPAWSTimewait b1 b2) - paws0))
-	record paws_estab $(($(nstat_sum TcpExtPAWSEstab b1 b2) - pawse0))
-	record syn_retrans $(($(nstat_sum TcpExtTCPSynRetrans c1 c2) - syn0))
+	if [ "$PHASE" = close1 ]; then
+		# One client alone, in namespaces of its own: no TIME_WAIT left by
+		# the two-client run, so it shows what one client gets.
+		close_run close1 c1
+		local a o why=""
+		a=$(($(nstat_sum TcpPassiveOpens b1 b2) - ACC1 - ACC2))
+		o=$(($(nstat_sum TcpActiveOpens lb) - LBOPEN))
+		[ "$a" -gt 0 ] || why="the backends accepted nothing"
+		case $VKIND in
+		nginx | haproxy) [ "$o" -gt 0 ] || why="the proxy made no connections" ;;
+		*) [ "$o" = 0 ] || why="connections from the balancer's own stack" ;;
+		esac
+		if [ "$VKIND" = xdplb ] && ! ns lb curl -s --max-time 3 "http://$XDPLB_HTTP/metrics" | grep -q 'reason="fwd_new_flow"'; then
+			why="xdplb counted no new flow"
+		fi
+		check "${why:+FAILED ($why)}${why:-ok}" "one client: accepted b1+b2=$a; lb: connects=$o"
+		return 0
+	fi
+	wrk_load ka "c1 c2"
+	close_run close "c1 c2"
 	iperf bulk_up
 	iperf bulk_down -R
 	if [ "$VKIND" = haproxy ]; then
@@ -550,7 +579,10 @@ run_variant() {
 
 # ---- the run -----------------------------------------------------------------
 
-FIGURES="ka_rps close_rps ka_p50_ms ka_p99_ms close_p50_ms close_p99_ms ka_errors close_errors paws_timewait paws_estab syn_retrans bulk_up bulk_down bulk_up_stall_s bulk_down_stall_s udp_rps udp_failed"
+FIGURES="ka_rps close_rps ka_p50_ms ka_p99_ms close_p50_ms close_p99_ms ka_errors close_errors close_paws_tw close_paws_estab close_syn_retrans bulk_up bulk_down bulk_up_stall_s bulk_down_stall_s udp_rps udp_failed"
+FIGURES1="close1_rps close1_p50_ms close1_p99_ms close1_errors close1_paws_tw close1_paws_estab close1_syn_retrans"
+PHASES=(all)
+[ "$ONE_CLIENT" = 1 ] && PHASES+=(close1)
 VLIST=($VARIANTS)
 START=$(date +%s)
 log "topologies: ${TOPOS[*]}; variants: ${VLIST[*]}; $ROUNDS round(s) of $DURATION; prefix $P"
@@ -564,29 +596,35 @@ for TOPO_KIND in "${TOPOS[@]}"; do
 			[[ $spec == *:* ]] && VFLAGS=${spec#*:}
 			VKIND=$VNAME
 			[[ $VNAME == xdplb* ]] && VKIND=xdplb
-			log "$TOPO_KIND round $ROUND/$ROUNDS: $VNAME"
-			LOGS=$OUT_DIR/logs/$TOPO_KIND-r$ROUND-$VNAME
-			mkdir -p "$LOGS"
-			# In the background so that a signal reaches on_signal at once
-			# (bash runs traps only between foreground commands).
-			set +e
-			(
+			for PHASE in "${PHASES[@]}"; do
+				sfx=""
+				[ "$PHASE" = close1 ] && sfx=" (one client)"
+				log "$TOPO_KIND round $ROUND/$ROUNDS: $VNAME$sfx"
+				LOGS=$OUT_DIR/logs/$TOPO_KIND-r$ROUND-$VNAME${sfx:+-close1}
+				mkdir -p "$LOGS"
+				# In the background so that a signal reaches on_signal at once
+				# (bash runs traps only between foreground commands).
+				set +e
+				(
+					set -e
+					run_variant
+				) 2>"$LOGS/errors.txt" &
+				VPID=$!
+				wait "$VPID"
+				rc=$?
+				VPID=""
 				set -e
-				run_variant
-			) 2>"$LOGS/errors.txt" &
-			VPID=$!
-			wait "$VPID"
-			rc=$?
-			VPID=""
-			set -e
-			if [ $rc != 0 ]; then
-				why=$(grep -v '^$' "$LOGS/errors.txt" | tail -1)
-				log "$TOPO_KIND round $ROUND $VNAME FAILED (exit $rc): $why"
-				check "FAILED (exit $rc)" "${why:-no message} (logs/$TOPO_KIND-r$ROUND-$VNAME/errors.txt)"
-			fi
-			# Figures the variant never reached count as failed.
-			for f in $FIGURES; do
-				grep -q "^$TOPO_KIND,$ROUND,$VNAME,$f," "$CSV" || record "$f" fail
+				if [ $rc != 0 ]; then
+					why=$(grep -v '^$' "$LOGS/errors.txt" | tail -1)
+					log "$TOPO_KIND round $ROUND $VNAME FAILED (exit $rc): $why"
+					check "FAILED (exit $rc)" "${why:-no message} (${LOGS#"$OUT_DIR"/}/errors.txt)"
+				fi
+				# Figures the variant never reached count as failed.
+				figs=$FIGURES
+				[ "$PHASE" = close1 ] && figs=$FIGURES1
+				for f in $figs; do
+					grep -q "^$TOPO_KIND,$ROUND,$VNAME,$f," "$CSV" || record "$f" fail
+				done
 			done
 		done
 	done
