@@ -15,7 +15,7 @@ export CGO_LDFLAGS := -lbpf -lelf -lz -lzstd
 GO_TAGS := netgo,osusergo
 GO_LDFLAGS := -s -w -X github.com/xdplb/xdplb/pkg/version.Version=$(VERSION) -extldflags "-static"
 
-.PHONY: all help deps vmlinux bpf build test test-unit test-bpf test-netns test-docker bench lint clean image demo demo-down FORCE
+.PHONY: all help deps vmlinux bpf build test test-unit test-bpf test-netns test-docker bench bench-e2e lint clean image demo demo-down FORCE
 
 all: build
 
@@ -28,6 +28,7 @@ help:
 	@echo "test     every test: unit, BPF packet tests, namespaces, Docker (root)"
 	@echo "test-unit / test-netns / test-docker   one group of 'make test'"
 	@echo "bench    ns/packet through BPF_PROG_TEST_RUN vs a trivial XDP program"
+	@echo "bench-e2e  xdplb vs direct, iptables, nginx, HAProxy through namespaces (root; TOPO, ROUNDS, DURATION, VARIANTS)"
 	@echo "lint     go vet, gofmt, clang -Werror"
 	@echo "vmlinux  regenerate vmlinux/vmlinux.h from this kernel's BTF"
 
@@ -75,6 +76,15 @@ test-docker: build
 
 bench: bpf
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./pkg/dataplane/
+
+# For native-mode variants: the XDP_PASS program for the switch-side veth peers.
+bin/xdp-pass.bpf.o: bpf/testdata/xdp_pass.bpf.c vmlinux/vmlinux.h
+	@mkdir -p bin
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# Results go to bench-e2e/ (OUT_DIR), which git ignores.
+bench-e2e: build bin/xdp-pass.bpf.o
+	bash scripts/bench-e2e.sh
 
 lint: bpf
 	$(GO) vet ./...

@@ -8,6 +8,29 @@ need_root() { [ "$(id -u)" = 0 ] || { echo "deps: must run as root" >&2; exit 1;
 need_root
 export DEBIAN_FRONTEND=noninteractive
 
+# `deps.sh --bench`: only what `make bench-e2e` drives (load generators and the
+# peers it compares against), so that `make deps && make test` never pays for it.
+if [ "${1:-}" = --bench ]; then
+	BENCH_PKGS=(wrk iperf3 nginx libnginx-mod-stream haproxy gnuplot-nox iptables iproute2 curl)
+	missing=()
+	for p in "${BENCH_PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
+	[ ${#missing[@]} -eq 0 ] && { log "bench: ok"; exit 0; }
+	# The nginx and haproxy packages start their services on install; the
+	# benchmark runs its own instances inside namespaces and wants nothing
+	# listening in the root namespace, so service starts are refused meanwhile
+	# (policy-rc.d exit 101), unless the machine already has its own policy.
+	policy=/usr/sbin/policy-rc.d own_policy=0
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
+		trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
+	fi
+	apt-get update -qq
+	log "bench: installing ${missing[*]}"
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	log "bench: ok"
+	exit 0
+fi
+
 # bookworm's libbpf (1.1) is too old for libbpfgo; backports carries 1.4.
 # The mirror is taken from the machine's own sources so no host name is hard-coded.
 add_backports() {
