@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Every one of these must fail before anything is loaded or attached, with
@@ -68,5 +69,48 @@ func wantUsageError(t *testing.T, args []string, want string) {
 	}
 	if n := strings.Count(strings.TrimSpace(stderr.String()), "\n"); n != 0 {
 		t.Fatalf("want one line, got %d:\n%s", n+1, stderr.String())
+	}
+}
+
+// The flag set is the CLI's contract: names and defaults that scripts and
+// Compose files rely on must not change by accident.
+func TestRunFlagsDefaults(t *testing.T) {
+	f, _, err := parseRun(nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.cfg
+	if c.Discovery != "docker" || c.LabelPrefix != "xdplb" || c.HTTPAddr != ":9180" || c.XDPMode != "auto" ||
+		c.SNATPortMin != 10000 || c.SNATPortMax != 32767 || c.ResyncInterval != 30*time.Second ||
+		c.TCPTimeout != 15*time.Minute || c.TCPClosingTimeout != 2*time.Minute || c.UDPTimeout != 5*time.Minute ||
+		c.GCInterval != 5*time.Second || c.Force {
+		t.Errorf("defaults changed: %+v", c)
+	}
+	fs, _ := newRunFlags(&bytes.Buffer{})
+	for _, name := range []string{"discovery", "interface", "service", "backend", "config-file", "xdp-mode", "force",
+		"log-level", "log-format", "label-prefix", "docker-host", "self", "resync-interval", "http-addr", "snat-ports",
+		"max-flows", "max-services", "max-backends", "tcp-timeout", "tcp-closing-timeout", "udp-timeout", "gc-interval"} {
+		if fs.Lookup(name) == nil {
+			t.Errorf("flag --%s is gone", name)
+		}
+	}
+}
+
+// Parsed values land in Config; --service alone selects static mode (whose
+// interface check is what stops loopback here).
+func TestRunFlagsConfig(t *testing.T) {
+	f, _, err := parseRun([]string{"--interface=eth9", "--snat-ports=20000-20999", "--xdp-mode=generic", "--max-flows=2048",
+		"--label-prefix=lb"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.cfg
+	if c.Discovery != "docker" || c.SNATPortMin != 20000 || c.SNATPortMax != 20999 || c.XDPMode != "generic" ||
+		c.MaxFlows != 2048 || len(c.Interfaces) != 1 || c.Interfaces[0] != "eth9" || c.LabelPrefix != "lb" {
+		t.Errorf("config %+v", c)
+	}
+	_, _, err = parseRun([]string{"--interface=lo", "--service=web=80/tcp"}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "--interface=lo") {
+		t.Errorf("--service did not select static mode: %v", err)
 	}
 }

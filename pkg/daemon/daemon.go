@@ -55,15 +55,6 @@ type Config struct {
 	GCInterval               time.Duration
 }
 
-// UsageError is a mistake in the command line or the files it names: the
-// process exits 2 with the message, as a CLI should.
-type UsageError struct{ Err error }
-
-func (e UsageError) Error() string { return e.Err.Error() }
-func (e UsageError) Unwrap() error { return e.Err }
-
-func usage(format string, a ...any) error { return UsageError{fmt.Errorf(format, a...)} }
-
 // Daemon is one running load balancer.
 type Daemon struct {
 	cfg Config
@@ -97,11 +88,9 @@ func (d *Daemon) lbConfig() abi.Config {
 	return c
 }
 
-// Run runs until ctx is cancelled. A returned UsageError is the user's to fix.
+// Run runs until ctx is cancelled. cfg has been validated by the caller
+// (cmd/xdplb checks every flag before anything is loaded).
 func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan struct{}) error {
-	if err := validate(&cfg); err != nil {
-		return err
-	}
 	d := &Daemon{cfg: cfg, log: log, attached: map[int]netif.Interface{}, modes: map[int]netif.Mode{}}
 
 	var src source
@@ -406,30 +395,4 @@ func (d *Daemon) serveHTTP() *http.Server {
 		}
 	}()
 	return srv
-}
-
-func validate(cfg *Config) error {
-	switch cfg.Discovery {
-	case "static", "docker":
-	default:
-		return usage("--discovery=%q: want docker or static", cfg.Discovery)
-	}
-	if cfg.SNATPortMin == 0 || cfg.SNATPortMin > cfg.SNATPortMax {
-		return usage("--snat-ports=%d-%d: want MIN-MAX with 1 <= MIN <= MAX <= 65535", cfg.SNATPortMin, cfg.SNATPortMax)
-	}
-	for name, v := range map[string]time.Duration{"--tcp-timeout": cfg.TCPTimeout, "--tcp-closing-timeout": cfg.TCPClosingTimeout, "--udp-timeout": cfg.UDPTimeout, "--gc-interval": cfg.GCInterval} {
-		if v <= 0 {
-			return usage("%s=%s: must be positive", name, v)
-		}
-	}
-	if cfg.MaxFlows < 1024 {
-		return usage("--max-flows=%d: want at least 1024", cfg.MaxFlows)
-	}
-	if cfg.MaxServices < 1 || cfg.MaxServices > 1<<20 {
-		return usage("--max-services=%d: want 1 to %d", cfg.MaxServices, 1<<20)
-	}
-	if cfg.MaxBackends < 1 || cfg.MaxBackends > 1<<20 {
-		return usage("--max-backends=%d: want 1 to %d", cfg.MaxBackends, 1<<20)
-	}
-	return nil
 }
