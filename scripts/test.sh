@@ -66,12 +66,12 @@ step() {
 step deps bash scripts/deps.sh || { echo "test: dependencies failed, see above" >&2; exit 1; }
 step lint make --no-print-directory lint || true
 
-# The engine and images come first: pkg/discovery/docker's watcher tests
-# talk to a real engine, and the Docker groups run the images of this tree.
+# The engine and images come first: the Docker groups (test/docker holds the
+# watcher's real-engine tests) talk to a real engine and run this tree's images.
 engine_ok=0
 if [ "${XDPLB_SKIP_DOCKER:-0}" = 1 ]; then
 	names+=(docker) results+=("SKIPPED (XDPLB_SKIP_DOCKER=1)")
-elif want unit || want docker; then
+elif want docker; then
 	step docker-engine bash scripts/docker-engine.sh && step images make --no-print-directory image && engine_ok=1
 fi
 
@@ -95,7 +95,7 @@ if want docker && [ "${XDPLB_SKIP_DOCKER:-0}" != 1 ]; then
 		# A run narrowed with XDPLB_TEST_RUN never restarts the engine.
 		if [ -z "${XDPLB_TEST_RUN:-}" ]; then
 			export XDPLB_TEST_DOCKERD_RESTART=1
-			group engine-restart 10m -p 1 -run 'DockerdRestart|EngineRestart' ./pkg/discovery/docker/ ./test/docker/...
+			group engine-restart 10m -p 1 -run 'DockerdRestart|EngineRestart' ./test/docker/...
 			unset XDPLB_TEST_DOCKERD_RESTART
 			bash scripts/docker-engine.sh >/dev/null 2>&1 || true
 		fi

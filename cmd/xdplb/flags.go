@@ -13,6 +13,7 @@ import (
 
 	"github.com/xdplb/xdplb/pkg/abi"
 	"github.com/xdplb/xdplb/pkg/daemon"
+	"github.com/xdplb/xdplb/pkg/discovery/docker"
 	"github.com/xdplb/xdplb/pkg/discovery/static"
 	"github.com/xdplb/xdplb/pkg/netif"
 )
@@ -24,6 +25,10 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// defaultHealthGrace rides out an engine restart without the balancer
+// being declared unhealthy too.
+const defaultHealthGrace = 2 * time.Minute
 
 type listFlag []string
 
@@ -53,10 +58,11 @@ func (p portRange) Set(v string) error {
 // runFlags is `xdplb run`'s command line: the daemon's Config plus the raw
 // values that need checking or converting before they become Config.
 type runFlags struct {
-	cfg                        daemon.Config
-	ifaces, services, backends listFlag
-	mode, logLevel, logFormat  string
-	log                        *logrus.Logger // built by check
+	cfg                                     daemon.Config
+	ifaces, services, backends, constraints listFlag
+	mode, logLevel, logFormat, scope        string
+	set                                     map[string]bool // flags given on the command line
+	log                                     *logrus.Logger  // built by check
 }
 
 // newRunFlags builds the flag set of `xdplb run`. Every flag, its default
@@ -82,7 +88,10 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 	fs.StringVar(&cfg.LabelPrefix, "label-prefix", "xdplb", "docker mode: prefix of the container labels")
 	fs.StringVar(&cfg.DockerHost, "docker-host", "", "docker mode: Docker endpoint (default $DOCKER_HOST, else the local socket)")
 	fs.StringVar(&cfg.SelfID, "self", "", "docker mode: our own container's ID or name, when it cannot be detected")
+	fs.StringVar(&f.scope, "scope", string(docker.ScopeProject), "docker mode: whose containers to serve: project (our own Compose project; every container when we are not in one) or engine (all, service names qualified by project where they clash)")
+	fs.Var(&f.constraints, "constraint", "docker mode: serve only containers with this label, KEY or KEY=VALUE (repeatable; all must hold)")
 	fs.DurationVar(&cfg.ResyncInterval, "resync-interval", 30*time.Second, "full resync period, a safety net that logs any drift")
+	fs.DurationVar(&cfg.HealthGrace, "health-grace", defaultHealthGrace, "how long /healthz stays healthy without a successful sync (e.g. Docker unreachable); at least 3x --resync-interval unless given")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", defaultHTTPAddr, "address for /metrics and /healthz")
 	fs.Var(portRange{&cfg.SNATPortMin, &cfg.SNATPortMax}, "snat-ports", "source ports allocated to flows towards backends, MIN-MAX (default 10000-32767: below Linux's ephemeral range, so the LB's own connections never collide)")
 	fs.IntVar(&cfg.MaxFlows, "max-flows", abi.MaxFlows, "tracked flows (LRU beyond that)")
@@ -113,6 +122,8 @@ func parseRun(args []string, stderr io.Writer) (*runFlags, *flag.FlagSet, error)
 	if fs.NArg() > 0 {
 		return nil, fs, usagef("unexpected argument %q", fs.Arg(0))
 	}
+	f.set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
 	if err := f.check(); err != nil {
 		return nil, fs, err
 	}
@@ -156,6 +167,25 @@ func (f *runFlags) check() error {
 		if d.v <= 0 {
 			return usagef("%s=%s: must be positive", d.name, d.v)
 		}
+	}
+	switch cfg.Scope = docker.Scope(f.scope); cfg.Scope {
+	case docker.ScopeProject, docker.ScopeEngine:
+	default:
+		return usagef("--scope=%q: want project or engine", f.scope)
+	}
+	for _, c := range f.constraints {
+		if k, _, _ := strings.Cut(c, "="); strings.TrimSpace(k) == "" || strings.ContainsAny(k, " \t") {
+			return usagef("--constraint=%q: want LABEL or LABEL=VALUE", c)
+		}
+	}
+	cfg.Constraints = f.constraints
+	if cfg.ResyncInterval <= 0 {
+		return usagef("--resync-interval=%s: must be positive", cfg.ResyncInterval)
+	}
+	if !f.set["health-grace"] {
+		cfg.HealthGrace = max(cfg.HealthGrace, 3*cfg.ResyncInterval)
+	} else if cfg.HealthGrace <= cfg.ResyncInterval {
+		return usagef("--health-grace=%s: must be longer than --resync-interval=%s, or /healthz flaps between resyncs", cfg.HealthGrace, cfg.ResyncInterval)
 	}
 	if cfg.MaxFlows < 1024 {
 		return usagef("--max-flows=%d: want at least 1024", cfg.MaxFlows)

@@ -27,6 +27,9 @@ func TestBadInputExitsTwoNamingTheCulprit(t *testing.T) {
 		{"stray argument", []string{"run", "extra"}, `"extra"`},
 		{"bad max services", []string{"run", "--discovery=static", "--interface=lo", "--service=web=80/tcp", "--max-services=0"}, "--max-services"},
 		{"bad max backends", []string{"run", "--discovery=static", "--interface=lo", "--service=web=80/tcp", "--max-backends=-5"}, "--max-backends"},
+		{"bad scope", []string{"run", "--scope=galaxy"}, `"galaxy"`},
+		{"bad constraint", []string{"run", "--constraint==x"}, `"=x"`},
+		{"grace below resync", []string{"run", "--resync-interval=1m", "--health-grace=30s"}, "--health-grace"},
 		{"bad timeout", []string{"run", "--discovery=static", "--interface=lo", "--service=web=80/tcp", "--udp-timeout=0s"}, "--udp-timeout"},
 	}
 	for _, tc := range cases {
@@ -83,13 +86,13 @@ func TestRunFlagsDefaults(t *testing.T) {
 	if c.Discovery != "docker" || c.LabelPrefix != "xdplb" || c.HTTPAddr != ":9180" || c.XDPMode != "auto" ||
 		c.SNATPortMin != 10000 || c.SNATPortMax != 32767 || c.ResyncInterval != 30*time.Second ||
 		c.TCPTimeout != 15*time.Minute || c.TCPClosingTimeout != 2*time.Minute || c.UDPTimeout != 5*time.Minute ||
-		c.GCInterval != 5*time.Second || c.Force {
+		c.GCInterval != 5*time.Second || c.Force || c.Scope != "project" || c.HealthGrace != 2*time.Minute {
 		t.Errorf("defaults changed: %+v", c)
 	}
 	fs, _ := newRunFlags(&bytes.Buffer{})
 	for _, name := range []string{"discovery", "interface", "service", "backend", "config-file", "xdp-mode", "force",
 		"log-level", "log-format", "label-prefix", "docker-host", "self", "resync-interval", "http-addr", "snat-ports",
-		"max-flows", "max-services", "max-backends", "tcp-timeout", "tcp-closing-timeout", "udp-timeout", "gc-interval"} {
+		"scope", "constraint", "health-grace", "max-flows", "max-services", "max-backends", "tcp-timeout", "tcp-closing-timeout", "udp-timeout", "gc-interval"} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("flag --%s is gone", name)
 		}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/xdplb/xdplb/pkg/abi"
 	"github.com/xdplb/xdplb/pkg/dataplane"
+	"github.com/xdplb/xdplb/pkg/discovery/docker"
 	"github.com/xdplb/xdplb/pkg/lbmodel"
 	"github.com/xdplb/xdplb/pkg/metrics"
 	"github.com/xdplb/xdplb/pkg/netif"
@@ -40,8 +42,14 @@ type Config struct {
 
 	LabelPrefix    string
 	DockerHost     string
-	SelfID         string // docker: our container, when detection cannot work
+	SelfID         string       // docker: our container, when detection cannot work
+	Scope          docker.Scope // docker: whose containers are served
+	Constraints    []string     // docker: label conditions, KEY or KEY=VALUE
 	ResyncInterval time.Duration
+	// HealthGrace is how long /healthz stays healthy without a successful
+	// sync (discovery unreachable): long enough that an engine restart does
+	// not get the balancer restarted too.
+	HealthGrace time.Duration
 
 	HTTPAddr string
 
@@ -66,8 +74,10 @@ type Daemon struct {
 	attached map[int]netif.Interface // by ifindex
 	modes    map[int]netif.Mode
 
-	ready atomic.Bool // XDP attached and first sync applied
-	flows atomic.Int64
+	ready    atomic.Bool  // XDP attached and first sync applied
+	lastSync atomic.Int64 // unix ns of the last applied sync
+	now      func() time.Time
+	flows    atomic.Int64
 }
 
 func (d *Daemon) lbConfig() abi.Config {
@@ -91,7 +101,7 @@ func (d *Daemon) lbConfig() abi.Config {
 // Run runs until ctx is cancelled. cfg has been validated by the caller
 // (cmd/xdplb checks every flag before anything is loaded).
 func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan struct{}) error {
-	d := &Daemon{cfg: cfg, log: log, attached: map[int]netif.Interface{}, modes: map[int]netif.Mode{}}
+	d := &Daemon{cfg: cfg, log: log, attached: map[int]netif.Interface{}, modes: map[int]netif.Mode{}, now: time.Now}
 
 	var src source
 	switch cfg.Discovery {
@@ -102,7 +112,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 		}
 		src = s
 	case "docker":
-		s, err := newDockerSource(cfg, log)
+		s, err := newDockerSource(cfg, log, nil)
 		if err != nil {
 			return err
 		}
@@ -134,8 +144,9 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 	srv := d.serveHTTP()
 	defer srv.Close()
 
-	states := make(chan update, 1)
-	go src.run(ctx, states, reload)
+	states := make(chan update)
+	srcDone := make(chan struct{})
+	go func() { defer close(srcDone); src.run(ctx, states, reload) }()
 
 	gc := time.NewTicker(cfg.GCInterval)
 	defer gc.Stop()
@@ -143,6 +154,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 		select {
 		case <-ctx.Done():
 			log.Info("shutting down: detaching XDP")
+			<-srcDone // discovery stops before the data path goes
 			return nil
 		case u := <-states:
 			d.apply(u)
@@ -158,6 +170,9 @@ type update struct {
 	ifaces []netif.Interface // nil: unchanged
 	why    string
 	drift  bool // compare the maps with what was applied before applying
+	// vipsSet: the services carry their own VIPs (Docker: the networks
+	// each is exposed on); otherwise every attached address is a VIP.
+	vipsSet bool
 }
 
 // source is a discovery mechanism: it names the interfaces to attach and
@@ -181,11 +196,16 @@ func (d *Daemon) apply(u update) {
 			d.log.WithField("differences", n).Warn("resync found the maps differing from the applied state; correcting")
 		}
 	}
-	// VIPs are the LB's addresses on its attached interfaces, in both modes:
-	// a client on any network the LB shares with it can reach every service.
+	// Only addresses of attached interfaces can be VIPs: --interface may
+	// leave some of our networks out.
 	vips := d.vips()
 	for i := range u.state.Services {
-		u.state.Services[i].VIPs = vips
+		if u.vipsSet {
+			u.state.Services[i].VIPs = slices.DeleteFunc(slices.Clone(u.state.Services[i].VIPs),
+				func(a netip.Addr) bool { return !slices.Contains(vips, a) })
+		} else {
+			u.state.Services[i].VIPs = vips
+		}
 	}
 	res, err := d.rec.Apply(u.state)
 	entry := d.log.WithFields(logrus.Fields{"why": u.why, "services": len(u.state.Services), "changes": res.Changes})
@@ -196,6 +216,7 @@ func (d *Daemon) apply(u update) {
 	} else {
 		entry.Debug("sync: nothing to change")
 	}
+	d.lastSync.Store(d.now().UnixNano())
 	if !d.ready.Load() && len(d.attached) > 0 {
 		d.ready.Store(true)
 		d.log.Info("ready: first sync applied")
@@ -375,13 +396,7 @@ func (d *Daemon) serveHTTP() *http.Server {
 		Name: "xdplb_tracked_flows", Help: "Flows in connection tracking at the last collection.",
 		Value: func() float64 { return float64(d.flows.Load()) },
 	}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if !d.ready.Load() {
-			http.Error(w, "not ready: XDP not attached or first sync not done", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
+	mux.HandleFunc("/healthz", d.healthz)
 	srv := &http.Server{Addr: d.cfg.HTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", d.cfg.HTTPAddr)
 	if err != nil {
@@ -395,4 +410,20 @@ func (d *Daemon) serveHTTP() *http.Server {
 		}
 	}()
 	return srv
+}
+
+// healthz is healthy once XDP is attached and the first sync applied, and
+// stays so until no sync has succeeded for HealthGrace: a Docker outage is
+// ridden out on the last state, and only a long one makes the balancer
+// unhealthy (so that a supervisor may restart it).
+func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
+	if !d.ready.Load() {
+		http.Error(w, "not ready: XDP not attached or first sync not done", http.StatusServiceUnavailable)
+		return
+	}
+	if since := d.now().Sub(time.Unix(0, d.lastSync.Load())); d.cfg.HealthGrace > 0 && since > d.cfg.HealthGrace {
+		http.Error(w, fmt.Sprintf("unhealthy: no successful sync for %s (grace %s)", since.Round(time.Second), d.cfg.HealthGrace), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
 }
