@@ -294,7 +294,7 @@ func (d *Daemon) attach(it netif.Interface) error {
 func (d *Daemon) attachOnce(it netif.Interface, mode netif.Mode) error {
 	err := d.dp.Attach(it.Index, dataplane.Mode(mode), d.cfg.Force)
 	var other *dataplane.OtherProgramError
-	if err == nil || !errors.As(err, &other) || other.ProgramName != dataplane.ProgramName || programHeld(other.ProgramID) {
+	if err == nil || !errors.As(err, &other) || other.ProgramName != dataplane.ProgramName || dataplane.ProgramHeld(other.ProgramID) {
 		return err
 	}
 	d.log.WithFields(logrus.Fields{"interface": it.Name, "program_id": other.ProgramID}).Warn("replacing an xdplb program a previous run left attached")
@@ -349,39 +349,12 @@ func (d *Daemon) shutdown() {
 	}
 }
 
-// InterfaceFor implements reconcile.Network: the attached interface whose
-// subnet holds ip, else the one the kernel routes ip through.
-func (d *Daemon) InterfaceFor(ip netip.Addr) (int, error) {
-	for idx, it := range d.attached {
-		if it.Prefix.Contains(ip) {
-			return idx, nil
-		}
-	}
-	rt, err := netif.RouteTo(ip)
-	if err != nil {
-		return 0, err
-	}
-	if _, ok := d.attached[rt.IfIndex]; ok {
-		return rt.IfIndex, nil
-	}
-	var have []string
-	for _, it := range d.attached {
-		have = append(have, it.Name+" "+it.Prefix.String())
-	}
-	return 0, fmt.Errorf("%s is not reachable through any attached interface (attached: %s)", ip, strings.Join(have, ", "))
-}
+// InterfaceFor implements reconcile.Network.
+func (d *Daemon) InterfaceFor(ip netip.Addr) (int, error) { return netif.InterfaceFor(d.attached, ip) }
 
-// ResolveMAC implements reconcile.Network through the neighbour table.
+// ResolveMAC implements reconcile.Network.
 func (d *Daemon) ResolveMAC(ip netip.Addr, ifindex int) (net.HardwareAddr, error) {
-	hop := ip
-	if it, ok := d.attached[ifindex]; !ok || !it.Prefix.Contains(ip) {
-		rt, err := netif.RouteTo(ip)
-		if err != nil {
-			return nil, err
-		}
-		hop = rt.NextHop
-	}
-	return netif.ResolveMAC(hop, ifindex, reconcile.ResolveTimeout)
+	return netif.NextHopMAC(d.attached, ip, ifindex, reconcile.ResolveTimeout)
 }
 
 func (d *Daemon) names() (map[uint32]reconcile.ServiceInfo, map[uint32]reconcile.BackendInfo) {
