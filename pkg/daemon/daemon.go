@@ -315,6 +315,10 @@ func (d *Daemon) banner(ifaces []netif.Interface) {
 	}
 	if d.cfg.Discovery == "docker" {
 		f["label_prefix"] = d.cfg.LabelPrefix
+		f["scope"] = string(d.cfg.Scope)
+		if len(d.cfg.Constraints) > 0 {
+			f["constraints"] = strings.Join(d.cfg.Constraints, ",")
+		}
 	}
 	d.log.WithFields(f).Info("xdplb started")
 }
