@@ -28,7 +28,7 @@ func TestBrokenLabelsReportedOnce(t *testing.T) {
 		// The broken label comes last, overriding the good default.
 		b.name = e.backend(b.name, "--label", b.label+"="+b.value)
 	}
-	// One is there when the balancer starts (initial sync), two come later
+	// One is there when the balancer starts (initial sync), the others come later
 	// (events).
 	start(&bad[0])
 	// A short resync period, to check that rebuilds do not repeat the lines.
@@ -114,5 +114,45 @@ func TestBrokenLabelsReportedOnce(t *testing.T) {
 	}
 	if r := e.whoamiClient(e.url(), 100, 10); r.failed != 0 || r.byHost[good[0]] == 0 || r.byHost[good[1]] == 0 {
 		t.Errorf("after the resyncs:\n%s", r.output)
+	}
+}
+
+// Failure mode 7: a newcomer claiming a port that a serving service holds
+// is refused with one error line; the serving service keeps the port, and
+// its established connections and new requests are untouched.
+func TestPortConflictKeepsTheServingService(t *testing.T) {
+	e := newEnv(t)
+	web := e.backend("web1")
+	e.startLB()
+	e.waitHealthy(web)
+	e.waitServing(20*time.Second, web)
+
+	mark := e.logs.mark()
+	intruder := e.backend("intruder", "--label", "xdplb.service=intruder")
+	e.waitHealthy(intruder)
+	l := e.logs.waitFor(t, mark, "the newcomer's refusal", 20*time.Second, func(l logLine) bool {
+		return l.kv["level"] == "error" && strings.Contains(l.text, intruder)
+	})
+	t.Logf("refusal: %s", l.kv["msg"])
+	if !strings.Contains(l.kv["msg"], `service "web"`) || !strings.Contains(l.kv["msg"], "80/tcp") {
+		t.Errorf("the refusal does not name the holder and the port: %s", l.text)
+	}
+	// Let a periodic resync pass too: the decision must not flip.
+	time.Sleep(3 * time.Second)
+	r := e.whoamiClient(e.url(), 200, 10)
+	if r.failed != 0 || r.byHost[web] != 200 || r.byHost[intruder] != 0 {
+		t.Errorf("after the newcomer: %d failed, web %d, intruder %d:\n%s", r.failed, r.byHost[web], r.byHost[intruder], r.output)
+	}
+	var errs []string
+	for _, x := range e.logs.snapshot()[mark:] {
+		if x.kv["level"] == "error" {
+			errs = append(errs, x.text)
+		}
+		if x.kv["msg"] == "backend removed" && strings.Contains(x.text, web) {
+			t.Errorf("the serving backend was removed: %s", x.text)
+		}
+	}
+	if len(errs) != 1 {
+		t.Errorf("%d error lines, want the one refusal:\n%s", len(errs), strings.Join(errs, "\n"))
 	}
 }

@@ -282,7 +282,9 @@ func Build(self Self, containers []Container, opts BuildOptions) (lbmodel.State,
 	}
 
 	// Listen conflicts between services: the oldest claimant keeps the port.
+	// Each newcomer gets one line for all the ports it was refused.
 	lost := map[string]map[portKey]bool{}
+	refusals := map[string][]string{}
 	for k, names := range claims {
 		if len(names) < 2 {
 			continue
@@ -293,11 +295,15 @@ func Build(self Self, containers []Container, opts BuildOptions) (lbmodel.State,
 				lost[name] = map[portKey]bool{}
 			}
 			lost[name][k] = true
-			cd := oldest[name]
-			problem(cd.c, listenKey, cd.s.Listen,
-				"service %q cannot listen on %d/%s: service %q (container %q, older) already does; that port of %q is refused",
-				name, k.listen, k.proto, names[0], oldest[names[0]].c.Name, name)
+			refusals[name] = append(refusals[name], fmt.Sprintf("%d/%s (held by service %q, container %q, older)",
+				k.listen, k.proto, names[0], oldest[names[0]].c.Name))
 		}
+	}
+	for name, rs := range refusals {
+		slices.Sort(rs)
+		cd := oldest[name]
+		problem(cd.c, listenKey, cd.s.Listen, "service %q cannot listen on %s; those ports of %q are refused, its others serve",
+			name, strings.Join(rs, ", "), name)
 	}
 
 	// Networks carrying any backend: another service's backend network is

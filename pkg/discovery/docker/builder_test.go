@@ -393,7 +393,22 @@ func TestBuild(t *testing.T) {
 				svc("web", tcp(443, 8443), backVIP, be("a1", "web-1", 3, 1, "running"), be("a2", "web-2", 4, 1, "running")),
 			},
 			problems: []wantProblem{
-				{"a1", "xdplb.listen", `service "web" cannot listen on 80/tcp: service "api" (container "api-1", older) already does`},
+				{"a1", "xdplb.listen", `service "web" cannot listen on 80/tcp (held by service "api", container "api-1", older)`},
+			},
+		},
+		{
+			name: "a newcomer refused two ports gets one line naming both",
+			containers: []Container{
+				createdAt(ctr("a1", "web-1", 3, lbls("xdplb.service", "web", "xdplb.listen", "80:8080,9000")), 1),
+				createdAt(ctr("b1", "new-1", 4, lbls("xdplb.service", "new", "xdplb.listen", "80:8080,9000,9001")), 2),
+			},
+			want: []lbmodel.Service{
+				svc("new", tcp(9001, 9001), backVIP, be("b1", "new-1", 4, 1, "running")),
+				svc("web", tcp(80, 8080), backVIP, be("a1", "web-1", 3, 1, "running")),
+				svc("web", tcp(9000, 9000), backVIP, be("a1", "web-1", 3, 1, "running")),
+			},
+			problems: []wantProblem{
+				{"b1", "xdplb.listen", `service "new" cannot listen on 80/tcp (held by service "web", container "web-1", older), 9000/tcp (held by service "web"`},
 			},
 		},
 		{
@@ -405,8 +420,8 @@ func TestBuild(t *testing.T) {
 			},
 			want: []lbmodel.Service{svc("b", tcp(80, 81), backVIP, be("b1", "b", 4, 1, "running"))},
 			problems: []wantProblem{
-				{"a1", "xdplb.listen", `service "a" cannot listen on 80/tcp: service "b" (container "b", older)`},
-				{"c1", "xdplb.listen", `service "c" cannot listen on 80/tcp: service "b"`},
+				{"a1", "xdplb.listen", `service "a" cannot listen on 80/tcp (held by service "b", container "b", older)`},
+				{"c1", "xdplb.listen", `service "c" cannot listen on 80/tcp (held by service "b"`},
 			},
 		},
 		{
