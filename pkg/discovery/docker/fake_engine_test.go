@@ -25,6 +25,7 @@ type fakeEngine struct {
 	eventsErr  error         // every subscription fails with this
 	selfErr    int           // the next selfErr inspections of "lb" fail
 	block      chan struct{} // while non-nil, inspections of others wait for it to close
+	listDelay  time.Duration // every list takes this long
 	subs       map[chan events.Message]chan error
 	since      []string // Since of every subscription
 	lists      int
@@ -107,6 +108,10 @@ func (f *fakeEngine) breakStreams() {
 }
 
 func (f *fakeEngine) ContainerList(_ context.Context, opts container.ListOptions) ([]container.Summary, error) {
+	f.mu.Lock()
+	delay := f.listDelay
+	f.mu.Unlock()
+	time.Sleep(delay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lists++

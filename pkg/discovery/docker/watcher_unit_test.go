@@ -215,6 +215,35 @@ func TestEventsFilteredDebouncedAndCached(t *testing.T) {
 	}
 }
 
+// Failure mode 5: on a slow engine, a steady stream of events does not keep
+// it busy with back-to-back rebuilds: each waits at least as long as the
+// last one took.
+func TestRebuildsSpacedByTheirDuration(t *testing.T) {
+	f := newFakeEngine()
+	f.add(fakeContainer("w1", "web-1", webLabels, "10.0.0.2"))
+	f.listDelay = 400 * time.Millisecond
+	_, u, _ := runFake(t, f, WatcherOptions{ResyncInterval: time.Hour})
+	u.waitFor(t, 0, "the initial sync", func(x Update) bool { return x.Reason == RebuildInitial })
+	lists0, _ := f.counts()
+	stop := time.After(4 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-tick.C:
+			f.emit(containerEvent(f, events.ActionHealthStatusHealthy, "w1"))
+		case <-stop:
+			done = true
+		}
+	}
+	lists, _ := f.counts()
+	// Spaced: a 400 ms rebuild, then at least 400 ms of quiet: about 5 in
+	// 4 s. Back to back (50 ms debounce) it would be about 9.
+	if n := lists - lists0; n < 3 || n > 6 {
+		t.Errorf("%d rebuilds in 4 s of events with 400 ms rebuilds, want 3 to 6", n)
+	}
+}
+
 // Failure mode 5, engine side: the list asks the engine for live
 // containers in scope only.
 func TestListFiltersOnTheEngine(t *testing.T) {
