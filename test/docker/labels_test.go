@@ -122,14 +122,14 @@ func TestBrokenLabelsReportedOnce(t *testing.T) {
 // its established connections and new requests are untouched.
 func TestPortConflictKeepsTheServingService(t *testing.T) {
 	e := newEnv(t)
-	web := e.backend("web1")
-	e.startLB()
-	e.waitHealthy(web)
+	// Without HEALTHCHECKs: a check timing out on a busy machine would
+	// drain web1 and hide what this test is about.
+	web := e.backend("web1", "--no-healthcheck")
+	e.startLB("--log-level=debug")
 	e.waitServing(20*time.Second, web)
 
 	mark := e.logs.mark()
-	intruder := e.backend("intruder", "--label", "xdplb.service=intruder")
-	e.waitHealthy(intruder)
+	intruder := e.backend("intruder", "--no-healthcheck", "--label", "xdplb.service=intruder")
 	l := e.logs.waitFor(t, mark, "the newcomer's refusal", 20*time.Second, func(l logLine) bool {
 		return l.kv["level"] == "error" && strings.Contains(l.text, intruder)
 	})
