@@ -20,17 +20,18 @@ import (
 // calls a watcher makes. It applies the list filters the watcher asks for
 // (status and label), as the engine does.
 type fakeEngine struct {
-	mu         sync.Mutex
-	containers map[string]container.InspectResponse
-	eventsErr  error         // every subscription fails with this
-	selfErr    int           // the next selfErr inspections of "lb" fail
-	block      chan struct{} // while non-nil, inspections of others wait for it to close
-	listDelay  time.Duration // every list takes this long
-	subs       map[chan events.Message]chan error
-	since      []string // Since of every subscription
-	lists      int
-	inspects   map[string]int
-	filters    []string // the label filters of the last list
+	mu           sync.Mutex
+	containers   map[string]container.InspectResponse
+	eventsErr    error         // every subscription fails with this
+	selfErr      int           // the next selfErr inspections of "lb" fail
+	block        chan struct{} // while non-nil, inspections of others wait for it to close
+	listDelay    time.Duration // every list takes this long
+	inspectDelay time.Duration // every inspection of others takes this long
+	subs         map[chan events.Message]chan error
+	since        []string // Since of every subscription
+	lists        int
+	inspects     map[string]int
+	filters      []string // the label filters of the last list
 }
 
 func newFakeEngine() *fakeEngine {
@@ -139,7 +140,15 @@ func (f *fakeEngine) ContainerInspect(ctx context.Context, id string) (container
 	}
 	block := f.block
 	ins, ok := f.containers[id]
+
 	f.mu.Unlock()
+	if d := f.inspectDelay; d > 0 && id != "lb" {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return container.InspectResponse{}, ctx.Err()
+		}
+	}
 	if block != nil && id != "lb" {
 		select {
 		case <-block:

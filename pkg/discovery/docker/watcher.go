@@ -38,9 +38,6 @@ const (
 	// Otherwise an engine that refuses /events but answers the list would
 	// be reconnected to (and fully rebuilt from) ten times a second.
 	stableSession = 10 * time.Second
-	// requestTimeout bounds one rebuild (list, inspects, self), so a hung
-	// engine turns into a reconnect rather than a watcher stuck forever.
-	requestTimeout = 15 * time.Second
 	// inspectParallelism bounds concurrent inspects of one rebuild.
 	inspectParallelism = 8
 	// replayWindow is how far back the first subscription asks the engine to
@@ -58,6 +55,17 @@ const (
 	// sets none.
 	defaultStopTimeout = 10 * time.Second
 )
+
+// requestTimeout bounds one rebuild (list, inspects, self), so a hung
+// engine turns into a reconnect rather than a watcher stuck forever. A
+// variable for tests.
+var requestTimeout = 15 * time.Second
+
+// cached is an inspection and when it was made.
+type cached struct {
+	ins container.InspectResponse
+	at  time.Time
+}
 
 // RebuildReason says what caused a desired state to be computed.
 type RebuildReason uint8
@@ -199,11 +207,12 @@ type Watcher struct {
 
 	// Owned by Run's goroutine.
 	killed    map[string]kill
-	lastEvent int64                                // engine timestamp (ns) of the newest event seen, for replay after a reconnect
-	cache     map[string]container.InspectResponse // inspections of listed labelled containers, by ID
-	dirty     map[string]bool                      // IDs named by events since the last rebuild
-	project   string                               // ScopeProject: our Compose project once known
-	scopeLog  bool                                 // the scope has been logged
+	lastEvent int64             // engine timestamp (ns) of the newest event seen, for replay after a reconnect
+	cache     map[string]cached // inspections of listed labelled containers, by ID
+	fullSince time.Time         // a full rebuild re-inspects what is older than this
+	dirty     map[string]bool   // IDs named by events since the last rebuild
+	project   string            // ScopeProject: our Compose project once known
+	scopeLog  bool              // the scope has been logged
 
 	// last is the input of the last successful rebuild, for the fast paths.
 	last struct {
@@ -253,7 +262,7 @@ func NewWatcher(opts WatcherOptions) (*Watcher, error) {
 		log:    opts.Log.WithField("docker", cli.DaemonHost()),
 		now:    time.Now,
 		killed: map[string]kill{},
-		cache:  map[string]container.InspectResponse{},
+		cache:  map[string]cached{},
 		dirty:  map[string]bool{},
 	}, nil
 }
@@ -554,8 +563,8 @@ func (w *Watcher) fastPath(ev events.Message, why string) {
 
 // stopSignal is a cached container's STOPSIGNAL, "" when unknown.
 func (w *Watcher) stopSignal(id string) string {
-	if ins, ok := w.cache[id]; ok && ins.Config != nil {
-		return ins.Config.StopSignal
+	if c, ok := w.cache[id]; ok && c.ins.Config != nil {
+		return c.ins.Config.StopSignal
 	}
 	return ""
 }
@@ -633,8 +642,8 @@ func (w *Watcher) killExpiry() <-chan time.Time {
 }
 
 func (w *Watcher) stopTimeout(id string) time.Duration {
-	if ins, ok := w.cache[id]; ok && ins.Config != nil && ins.Config.StopTimeout != nil {
-		return time.Duration(*ins.Config.StopTimeout) * time.Second
+	if c, ok := w.cache[id]; ok && c.ins.Config != nil && c.ins.Config.StopTimeout != nil {
+		return time.Duration(*c.ins.Config.StopTimeout) * time.Second
 	}
 	return defaultStopTimeout
 }
@@ -654,11 +663,16 @@ func (w *Watcher) listFilters() filters.Args {
 }
 
 // containers lists the live containers in scope that carry our labels and
-// inspects those not cached, those events named, or all of them (full):
-// health and per-network MAC are only in the inspection. The list is
-// sorted by name, then ID. The kill memory and the cache are pruned to
-// listed containers.
+// inspects those not cached, those events named, and, when full, every one
+// not inspected since the first full attempt of a failing streak: a rebuild
+// that times out on a big engine keeps what it inspected, so the retries
+// make progress. Health and per-network MAC are only in the inspection.
+// The list is sorted by name, then ID. The kill memory and the cache are
+// pruned to listed containers.
 func (w *Watcher) containers(ctx context.Context, full bool) ([]Container, int, error) {
+	if full && w.fullSince.IsZero() {
+		w.fullSince = w.now()
+	}
 	list, err := w.cli.ContainerList(ctx, container.ListOptions{Filters: w.listFilters()})
 	if err != nil {
 		return nil, 0, w.wrapErr("listing containers", err)
@@ -673,7 +687,7 @@ func (w *Watcher) containers(ctx context.Context, full bool) ([]Container, int, 
 		}
 		listed[s.ID] = true
 		ids = append(ids, s.ID)
-		if _, ok := w.cache[s.ID]; full || !ok || w.dirty[s.ID] {
+		if c, ok := w.cache[s.ID]; !ok || w.dirty[s.ID] || full && c.at.Before(w.fullSince) {
 			stale = append(stale, s.ID)
 		}
 	}
@@ -697,15 +711,18 @@ func (w *Watcher) containers(ctx context.Context, full bool) ([]Container, int, 
 		}()
 	}
 	wg.Wait()
+	for i, id := range stale {
+		switch {
+		case results[i] != nil:
+			w.cache[id] = cached{ins: *results[i], at: w.now()}
+			delete(w.dirty, id)
+		case errs[i] == nil:
+			delete(w.cache, id)
+			delete(w.dirty, id)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, 0, err
-	}
-	for i, id := range stale {
-		if results[i] == nil {
-			delete(w.cache, id)
-			continue
-		}
-		w.cache[id] = *results[i]
 	}
 	for id := range w.cache {
 		if !listed[id] {
@@ -718,14 +735,17 @@ func (w *Watcher) containers(ctx context.Context, full bool) ([]Container, int, 
 		}
 	}
 	clear(w.dirty)
+	if full {
+		w.fullSince = time.Time{}
+	}
 
 	out := make([]Container, 0, len(ids))
 	for _, id := range ids {
-		ins, ok := w.cache[id]
-		if !ok || ins.ContainerJSONBase == nil || ins.State == nil {
+		c, ok := w.cache[id]
+		if !ok || c.ins.ContainerJSONBase == nil || c.ins.State == nil {
 			continue
 		}
-		out = append(out, w.containerFromInspect(ins))
+		out = append(out, w.containerFromInspect(c.ins))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Name != out[j].Name {

@@ -128,6 +128,28 @@ func TestRunRetriesWhenTheFirstSyncFails(t *testing.T) {
 	}
 }
 
+// Failure mode 1, a first rebuild slower than the request timeout: what
+// each attempt inspected is kept, so the retries finish the job instead of
+// starting over and timing out forever.
+func TestSlowFirstRebuildMakesProgress(t *testing.T) {
+	old := requestTimeout
+	requestTimeout = 300 * time.Millisecond
+	defer func() { requestTimeout = old }()
+	f := newFakeEngine()
+	for i := 0; i < 40; i++ {
+		f.add(fakeContainer(fmt.Sprintf("w%02d", i), fmt.Sprintf("web-%02d", i), webLabels, fmt.Sprintf("10.0.1.%d", i+2)))
+	}
+	// 40 inspections of 100 ms, 8 at a time: 500 ms, more than the timeout.
+	f.inspectDelay = 100 * time.Millisecond
+	_, u, _ := runFake(t, f, WatcherOptions{ResyncInterval: time.Hour})
+	x, _ := u.waitFor(t, 0, "the initial sync", func(x Update) bool { return x.Reason == RebuildInitial })
+	if n := len(x.State.Services[0].Backends); n != 40 {
+		t.Errorf("%d backends, want 40", n)
+	}
+	_, inspects := f.counts()
+	t.Logf("%d inspections for 40 containers", inspects)
+}
+
 // Failure mode 2: an engine that answers the list but refuses /events gets
 // a few attempts a minute with a growing wait, not a reconnect (and full
 // rebuild) every 100 ms; each attempt still refreshes the state.
@@ -470,7 +492,7 @@ func TestStaleKillForgotten(t *testing.T) {
 	stop := 3
 	ins = running("b", "")
 	ins.Config.StopTimeout = &stop
-	w.cache["b"] = ins
+	w.cache["b"] = cached{ins: ins, at: now}
 	w.noteEvent(ev(events.ContainerEventType, events.ActionKill, "b", map[string]string{"signal": "15"}))
 	if !w.containerFromInspect(ins).Stopping {
 		t.Fatal("SIGTERM did not mark stopping")
