@@ -711,3 +711,30 @@ func selfInsideContainer(t *testing.T) {
 		t.Errorf("found via %s, want /proc/self/mountinfo", src)
 	}
 }
+
+// Failure mode 3 on the real engine: `docker kill -s TERM` to a process
+// that ignores SIGTERM (busybox sleep as PID 1) drains the container, and
+// once its stop timeout plus the grace has passed without a death it
+// serves again instead of staying drained for good.
+func TestWatcherIgnoredKillExpires(t *testing.T) {
+	h := dockerharness.New(t)
+	bb := h.BusyboxImage()
+	netA := h.Network("a")
+	prefix := strings.TrimSuffix(h.Prefix, "-")
+	selfID := h.Run("self", "--network", netA, bb)
+	h.Run("web", append(append([]string{"--network", netA, "--stop-timeout=1"}, labelArgs(prefix, "web")...), bb)...)
+	rec, _, _ := startWatcher(t, discovery.WatcherOptions{LabelPrefix: prefix, SelfID: selfID, ResyncInterval: time.Hour})
+	rec.waitFor(t, 0, "web serving", 10*time.Second, func(c call) bool { b, ok := c.backend(h.Name("web")); return ok && b.Weight > 0 })
+	m := rec.mark()
+	t0 := time.Now()
+	h.Docker("kill", "-s", "TERM", h.Name("web"))
+	rec.waitFor(t, m, "web drained", 10*time.Second, func(c call) bool { b, ok := c.backend(h.Name("web")); return ok && b.Weight == 0 })
+	c := rec.waitFor(t, m, "web serving again", 20*time.Second, func(c call) bool {
+		b, ok := c.backend(h.Name("web"))
+		return ok && b.Weight > 0 && time.Since(t0) > time.Second
+	})
+	if !h.Inspect(h.Name("web")).State.Running {
+		t.Fatal("web died: the test needs a process that ignores SIGTERM")
+	}
+	t.Logf("serving again %s after the ignored SIGTERM (%s)", time.Since(t0).Round(100*time.Millisecond), c.why)
+}
