@@ -7,7 +7,17 @@ command -v dockerd >/dev/null || { echo "docker-engine: dockerd not installed; r
 # A stale pid file from a killed engine makes dockerd refuse to start.
 if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then rm -f /var/run/docker.pid; fi
 echo "docker-engine: starting dockerd (log: /var/log/xdplb-dockerd.log)"
-nohup dockerd >/var/log/xdplb-dockerd.log 2>&1 &
+# dockerd outlives this script, so it must not inherit our descriptors
+# beyond stdio: a caller's `flock FILE ...` lock descriptor would keep that
+# lock held for as long as the engine runs, and every later flock waits
+# forever.
+(
+	for fd in /proc/self/fd/*; do
+		n=${fd##*/}
+		if [ "$n" -gt 2 ]; then eval "exec $n>&-"; fi
+	done
+	exec nohup dockerd >/var/log/xdplb-dockerd.log 2>&1
+) &
 for _ in $(seq 1 60); do
 	docker info >/dev/null 2>&1 && { echo "docker-engine: ready"; exit 0; }
 	sleep 1

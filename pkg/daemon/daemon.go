@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/xdplb/xdplb/pkg/abi"
 	"github.com/xdplb/xdplb/pkg/dataplane"
+	"github.com/xdplb/xdplb/pkg/discovery/docker"
 	"github.com/xdplb/xdplb/pkg/lbmodel"
 	"github.com/xdplb/xdplb/pkg/metrics"
 	"github.com/xdplb/xdplb/pkg/netif"
@@ -40,8 +42,14 @@ type Config struct {
 
 	LabelPrefix    string
 	DockerHost     string
-	SelfID         string // docker: our container, when detection cannot work
+	SelfID         string       // docker: our container, when detection cannot work
+	Scope          docker.Scope // docker: whose containers are served
+	Constraints    []string     // docker: label conditions, KEY or KEY=VALUE
 	ResyncInterval time.Duration
+	// HealthGrace is how long /healthz stays healthy without a successful
+	// sync (discovery unreachable): long enough that an engine restart does
+	// not get the balancer restarted too.
+	HealthGrace time.Duration
 
 	HTTPAddr string
 
@@ -81,30 +89,6 @@ func (t Timeouts) ns() [abi.CTStates]uint64 {
 	return a
 }
 
-// flags names each timeout's flag, for validation messages.
-func (t Timeouts) flags() []struct {
-	name string
-	v    time.Duration
-} {
-	return []struct {
-		name string
-		v    time.Duration
-	}{
-		{"--tcp-syn-timeout", t.TCPSyn}, {"--tcp-timeout", t.TCPEstablished}, {"--tcp-fin-timeout", t.TCPFin},
-		{"--tcp-time-wait-timeout", t.TCPTimeWait}, {"--tcp-close-timeout", t.TCPClose},
-		{"--udp-timeout", t.UDP}, {"--udp-stream-timeout", t.UDPStream},
-	}
-}
-
-// UsageError is a mistake in the command line or the files it names: the
-// process exits 2 with the message, as a CLI should.
-type UsageError struct{ Err error }
-
-func (e UsageError) Error() string { return e.Err.Error() }
-func (e UsageError) Unwrap() error { return e.Err }
-
-func usage(format string, a ...any) error { return UsageError{fmt.Errorf(format, a...)} }
-
 // Daemon is one running load balancer.
 type Daemon struct {
 	cfg Config
@@ -116,9 +100,11 @@ type Daemon struct {
 	attached map[int]netif.Interface // by ifindex
 	modes    map[int]netif.Mode
 
-	ready atomic.Bool // XDP attached and first sync applied
-	flows atomic.Int64
-	gc    atomic.Pointer[dataplane.GCResult] // the last GC pass, for metrics
+	ready    atomic.Bool  // XDP attached and first sync applied
+	lastSync atomic.Int64 // unix ns of the last applied sync
+	now      func() time.Time
+	flows    atomic.Int64
+	gc       atomic.Pointer[dataplane.GCResult] // the last GC pass, for metrics
 
 	pressured map[dataplane.EndpointKey]bool // endpoints over the port-pressure mark; daemon loop only
 }
@@ -139,12 +125,10 @@ func (d *Daemon) lbConfig() abi.Config {
 	return c
 }
 
-// Run runs until ctx is cancelled. A returned UsageError is the user's to fix.
+// Run runs until ctx is cancelled. cfg has been validated by the caller
+// (cmd/xdplb checks every flag before anything is loaded).
 func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan struct{}) error {
-	if err := validate(&cfg); err != nil {
-		return err
-	}
-	d := &Daemon{cfg: cfg, log: log, attached: map[int]netif.Interface{}, modes: map[int]netif.Mode{},
+	d := &Daemon{cfg: cfg, log: log, attached: map[int]netif.Interface{}, modes: map[int]netif.Mode{}, now: time.Now,
 		pressured: map[dataplane.EndpointKey]bool{}}
 	if err := d.keepLocalPortsClear(); err != nil {
 		return err
@@ -159,7 +143,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 		}
 		src = s
 	case "docker":
-		s, err := newDockerSource(cfg, log)
+		s, err := newDockerSource(cfg, log, nil)
 		if err != nil {
 			return err
 		}
@@ -191,8 +175,9 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 	srv := d.serveHTTP()
 	defer srv.Close()
 
-	states := make(chan update, 1)
-	go src.run(ctx, states, reload)
+	states := make(chan update)
+	srcDone := make(chan struct{})
+	go func() { defer close(srcDone); src.run(ctx, states, reload) }()
 
 	gc := time.NewTicker(cfg.GCInterval)
 	defer gc.Stop()
@@ -200,6 +185,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 		select {
 		case <-ctx.Done():
 			log.Info("shutting down: detaching XDP")
+			<-srcDone // discovery stops before the data path goes
 			return nil
 		case u := <-states:
 			d.apply(u)
@@ -215,6 +201,9 @@ type update struct {
 	ifaces []netif.Interface // nil: unchanged
 	why    string
 	drift  bool // compare the maps with what was applied before applying
+	// vipsSet: the services carry their own VIPs (Docker: the networks
+	// each is exposed on); otherwise every attached address is a VIP.
+	vipsSet bool
 }
 
 // source is a discovery mechanism: it names the interfaces to attach and
@@ -238,11 +227,16 @@ func (d *Daemon) apply(u update) {
 			d.log.WithField("differences", n).Warn("resync found the maps differing from the applied state; correcting")
 		}
 	}
-	// VIPs are the LB's addresses on its attached interfaces, in both modes:
-	// a client on any network the LB shares with it can reach every service.
+	// Only addresses of attached interfaces can be VIPs: --interface may
+	// leave some of our networks out.
 	vips := d.vips()
 	for i := range u.state.Services {
-		u.state.Services[i].VIPs = vips
+		if u.vipsSet {
+			u.state.Services[i].VIPs = slices.DeleteFunc(slices.Clone(u.state.Services[i].VIPs),
+				func(a netip.Addr) bool { return !slices.Contains(vips, a) })
+		} else {
+			u.state.Services[i].VIPs = vips
+		}
 	}
 	res, err := d.rec.Apply(u.state)
 	entry := d.log.WithFields(logrus.Fields{"why": u.why, "services": len(u.state.Services), "changes": res.Changes})
@@ -253,6 +247,7 @@ func (d *Daemon) apply(u update) {
 	} else {
 		entry.Debug("sync: nothing to change")
 	}
+	d.lastSync.Store(d.now().UnixNano())
 	if !d.ready.Load() && len(d.attached) > 0 {
 		d.ready.Store(true)
 		d.log.Info("ready: first sync applied")
@@ -330,7 +325,7 @@ func (d *Daemon) attach(it netif.Interface) error {
 func (d *Daemon) attachOnce(it netif.Interface, mode netif.Mode) error {
 	err := d.dp.Attach(it.Index, dataplane.Mode(mode), d.cfg.Force)
 	var other *dataplane.OtherProgramError
-	if err == nil || !errors.As(err, &other) || other.ProgramName != dataplane.ProgramName || programHeld(other.ProgramID) {
+	if err == nil || !errors.As(err, &other) || other.ProgramName != dataplane.ProgramName || dataplane.ProgramHeld(other.ProgramID) {
 		return err
 	}
 	d.log.WithFields(logrus.Fields{"interface": it.Name, "program_id": other.ProgramID}).Warn("replacing an xdplb program a previous run left attached")
@@ -351,6 +346,10 @@ func (d *Daemon) banner(ifaces []netif.Interface) {
 	}
 	if d.cfg.Discovery == "docker" {
 		f["label_prefix"] = d.cfg.LabelPrefix
+		f["scope"] = string(d.cfg.Scope)
+		if len(d.cfg.Constraints) > 0 {
+			f["constraints"] = strings.Join(d.cfg.Constraints, ",")
+		}
 	}
 	d.log.WithFields(f).Info("xdplb started")
 }
@@ -405,39 +404,12 @@ func (d *Daemon) shutdown() {
 	}
 }
 
-// InterfaceFor implements reconcile.Network: the attached interface whose
-// subnet holds ip, else the one the kernel routes ip through.
-func (d *Daemon) InterfaceFor(ip netip.Addr) (int, error) {
-	for idx, it := range d.attached {
-		if it.Prefix.Contains(ip) {
-			return idx, nil
-		}
-	}
-	rt, err := netif.RouteTo(ip)
-	if err != nil {
-		return 0, err
-	}
-	if _, ok := d.attached[rt.IfIndex]; ok {
-		return rt.IfIndex, nil
-	}
-	var have []string
-	for _, it := range d.attached {
-		have = append(have, it.Name+" "+it.Prefix.String())
-	}
-	return 0, fmt.Errorf("%s is not reachable through any attached interface (attached: %s)", ip, strings.Join(have, ", "))
-}
+// InterfaceFor implements reconcile.Network.
+func (d *Daemon) InterfaceFor(ip netip.Addr) (int, error) { return netif.InterfaceFor(d.attached, ip) }
 
-// ResolveMAC implements reconcile.Network through the neighbour table.
+// ResolveMAC implements reconcile.Network.
 func (d *Daemon) ResolveMAC(ip netip.Addr, ifindex int) (net.HardwareAddr, error) {
-	hop := ip
-	if it, ok := d.attached[ifindex]; !ok || !it.Prefix.Contains(ip) {
-		rt, err := netif.RouteTo(ip)
-		if err != nil {
-			return nil, err
-		}
-		hop = rt.NextHop
-	}
-	return netif.ResolveMAC(hop, ifindex, reconcile.ResolveTimeout)
+	return netif.NextHopMAC(d.attached, ip, ifindex, reconcile.ResolveTimeout)
 }
 
 func (d *Daemon) names() (map[uint32]reconcile.ServiceInfo, map[uint32]reconcile.BackendInfo) {
@@ -452,13 +424,7 @@ func (d *Daemon) serveHTTP() *http.Server {
 		Name: "xdplb_tracked_flows", Help: "Flows in connection tracking at the last collection.",
 		Value: func() float64 { return float64(d.flows.Load()) },
 	}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if !d.ready.Load() {
-			http.Error(w, "not ready: XDP not attached or first sync not done", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
+	mux.HandleFunc("/healthz", d.healthz)
 	srv := &http.Server{Addr: d.cfg.HTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", d.cfg.HTTPAddr)
 	if err != nil {
@@ -474,34 +440,18 @@ func (d *Daemon) serveHTTP() *http.Server {
 	return srv
 }
 
-func validate(cfg *Config) error {
-	switch cfg.Discovery {
-	case "static", "docker":
-	default:
-		return usage("--discovery=%q: want docker or static", cfg.Discovery)
+// healthz is healthy once XDP is attached and the first sync applied, and
+// stays so until no sync has succeeded for HealthGrace: a Docker outage is
+// ridden out on the last state, and only a long one makes the balancer
+// unhealthy (so that a supervisor may restart it).
+func (d *Daemon) healthz(w http.ResponseWriter, _ *http.Request) {
+	if !d.ready.Load() {
+		http.Error(w, "not ready: XDP not attached or first sync not done", http.StatusServiceUnavailable)
+		return
 	}
-	if cfg.SNATPortMin == 0 || cfg.SNATPortMin > cfg.SNATPortMax {
-		return usage("--snat-ports=%d-%d: want MIN-MAX with 1 <= MIN <= MAX <= 65535", cfg.SNATPortMin, cfg.SNATPortMax)
+	if since := d.now().Sub(time.Unix(0, d.lastSync.Load())); d.cfg.HealthGrace > 0 && since > d.cfg.HealthGrace {
+		http.Error(w, fmt.Sprintf("unhealthy: no successful sync for %s (grace %s)", since.Round(time.Second), d.cfg.HealthGrace), http.StatusServiceUnavailable)
+		return
 	}
-	for _, f := range append(cfg.Timeouts.flags(), struct {
-		name string
-		v    time.Duration
-	}{"--gc-interval", cfg.GCInterval}) {
-		if f.v <= 0 {
-			return usage("%s=%s: must be positive", f.name, f.v)
-		}
-	}
-	if cfg.Timeouts.TCPTimeWait < MinTimeWait {
-		return usage("--tcp-time-wait-timeout=%s: want at least %s, the backends' own TIME_WAIT, or a reused SNAT port can meet it", cfg.Timeouts.TCPTimeWait, MinTimeWait)
-	}
-	if cfg.MaxFlows < 1024 {
-		return usage("--max-flows=%d: want at least 1024", cfg.MaxFlows)
-	}
-	if cfg.MaxServices < 1 || cfg.MaxServices > 1<<20 {
-		return usage("--max-services=%d: want 1 to %d", cfg.MaxServices, 1<<20)
-	}
-	if cfg.MaxBackends < 1 || cfg.MaxBackends > 1<<20 {
-		return usage("--max-backends=%d: want 1 to %d", cfg.MaxBackends, 1<<20)
-	}
-	return nil
+	fmt.Fprintln(w, "ok")
 }

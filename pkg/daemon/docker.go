@@ -2,15 +2,23 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/xdplb/xdplb/pkg/discovery/docker"
-	"github.com/xdplb/xdplb/pkg/lbmodel"
 	"github.com/xdplb/xdplb/pkg/netif"
 )
+
+// selfTimeout bounds finding our own container at startup: without it we
+// do not know which interfaces to attach to, and a hung engine must turn
+// into an exit (and a restart by the engine) rather than a silent hang.
+var selfTimeout = 30 * time.Second
 
 // dockerSource follows the Docker engine: the watcher rebuilds the desired
 // state on every event, and our own container's networks say which
@@ -19,15 +27,22 @@ type dockerSource struct {
 	cfg     Config
 	log     *logrus.Logger
 	w       *docker.Watcher
-	states  chan update
+	box     *mailbox
 	reports map[string]bool // problems already logged, so a resync does not repeat them
 }
 
-func newDockerSource(cfg Config, log *logrus.Logger) (*dockerSource, error) {
-	s := &dockerSource{cfg: cfg, log: log, states: make(chan update, 1), reports: map[string]bool{}}
+func newDockerSource(cfg Config, log *logrus.Logger, engine docker.Engine) (*dockerSource, error) {
+	s := &dockerSource{cfg: cfg, log: log, box: newMailbox(), reports: map[string]bool{}}
 	w, err := docker.NewWatcher(docker.WatcherOptions{
-		Host:           cfg.DockerHost,
-		LabelPrefix:    cfg.LabelPrefix,
+		Host:        cfg.DockerHost,
+		Engine:      engine,
+		LabelPrefix: cfg.LabelPrefix,
+		Build: docker.BuildOptions{
+			MetricsPort: httpPort(cfg.HTTPAddr),
+			SNATPortMin: cfg.SNATPortMin, SNATPortMax: cfg.SNATPortMax,
+		},
+		Scope:          cfg.Scope,
+		Constraints:    cfg.Constraints,
 		ResyncInterval: cfg.ResyncInterval,
 		SelfID:         cfg.SelfID,
 		Log:            log.WithField("component", "docker"),
@@ -40,12 +55,28 @@ func newDockerSource(cfg Config, log *logrus.Logger) (*dockerSource, error) {
 	return s, nil
 }
 
+// httpPort is the port of an --http-addr, 0 when it has none.
+func httpPort(addr string) uint16 {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(p, 10, 16)
+	return uint16(n)
+}
+
 // interfaces are those of our own container, optionally narrowed by
 // --interface. Without Docker we cannot know them, so startup fails with the
 // watcher's one-line reason (it names the endpoint).
 func (s *dockerSource) interfaces(ctx context.Context) ([]netif.Interface, error) {
+	s.log.WithField("docker", s.w.Host()).Info("finding our own container")
+	ctx, cancel := context.WithTimeout(ctx, selfTimeout)
+	defer cancel()
 	self, err := s.w.Self(ctx)
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("finding our own container: Docker at %s did not answer within %s: %w", s.w.Host(), selfTimeout, err)
+		}
 		return nil, err
 	}
 	its := s.selfInterfaces(self)
@@ -54,7 +85,6 @@ func (s *dockerSource) interfaces(ctx context.Context) ([]netif.Interface, error
 	}
 	return its, nil
 }
-
 func (s *dockerSource) selfInterfaces(self docker.Self) []netif.Interface {
 	its := []netif.Interface{} // non-nil: an empty list detaches everything
 	for _, ep := range self.Networks {
@@ -75,9 +105,11 @@ func (s *dockerSource) selfInterfaces(self docker.Self) []netif.Interface {
 	return its
 }
 
-func (s *dockerSource) onState(st lbmodel.State, self docker.Self, problems []docker.Problem, why string) {
-	s.logProblems(problems)
-	s.states <- update{state: st, ifaces: s.selfInterfaces(self), why: why, drift: why == docker.WhyPeriodic || why == docker.WhyReconnect}
+// onState runs on the watcher's goroutine and never waits for the daemon.
+func (s *dockerSource) onState(u docker.Update) {
+	s.logProblems(u.Problems)
+	s.box.put(update{state: u.State, ifaces: s.selfInterfaces(u.Self), why: u.Why(), vipsSet: true,
+		drift: u.Reason == docker.RebuildPeriodic || u.Reason == docker.RebuildReconnect})
 }
 
 // logProblems logs each bad label or unreachable container once, when it
@@ -104,19 +136,21 @@ func (s *dockerSource) logProblems(problems []docker.Problem) {
 	s.reports = now
 }
 
+// run follows the watcher until ctx ends, and returns only once the
+// watcher has stopped.
 func (s *dockerSource) run(ctx context.Context, out chan<- update, reload <-chan struct{}) {
-	done := make(chan error, 1)
-	go func() { done <- s.w.Run(ctx) }()
+	done := make(chan struct{})
+	go func() { defer close(done); s.w.Run(ctx) }()
+	defer func() { <-done; s.w.Close() }()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case err := <-done:
-			if err != nil {
-				s.log.WithError(err).Error("docker discovery stopped; keeping the last applied state")
+		case <-s.box.ready:
+			u, ok := s.box.take()
+			if !ok {
+				continue
 			}
-			done = nil
-		case u := <-s.states:
 			select {
 			case out <- u:
 			case <-ctx.Done():

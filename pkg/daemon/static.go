@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/xdplb/xdplb/pkg/discovery/static"
@@ -18,23 +19,18 @@ type staticSource struct {
 }
 
 func newStaticSource(cfg Config) (*staticSource, error) {
-	if len(cfg.Interfaces) == 0 {
-		return nil, usage("--discovery=static needs at least one --interface")
-	}
-	// Specs first: their errors do not depend on this machine.
+	// cmd/xdplb has checked the specs and interfaces; what fails here
+	// changed since (a file edited, an interface removed).
 	s := &staticSource{cfg: cfg}
 	st, err := s.load()
 	if err != nil {
-		return nil, UsageError{err}
-	}
-	if len(st.Services) == 0 {
-		return nil, usage("--discovery=static needs at least one --service (or a service line in --config-file)")
+		return nil, err
 	}
 	s.state = st
 	for _, name := range cfg.Interfaces {
 		it, err := netif.Lookup(name)
 		if err != nil {
-			return nil, usage("--interface=%s: %v", name, err)
+			return nil, fmt.Errorf("--interface=%s: %w", name, err)
 		}
 		s.ifaces = append(s.ifaces, it)
 	}

@@ -1,6 +1,7 @@
 // Package netif answers the questions the daemon asks the kernel about its own
 // interfaces: what address and MAC an interface has, which XDP mode really
-// forwards on it, and which MAC a backend's IP resolves to.
+// forwards on it, which of them reaches a backend, and which MAC a
+// backend's IP resolves to.
 package netif
 
 import (
@@ -8,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -125,6 +128,45 @@ func RouteTo(ip netip.Addr) (Route, error) {
 		hop = gw
 	}
 	return Route{IfIndex: r.LinkIndex, NextHop: hop}, nil
+}
+
+// InterfaceFor picks, among the attached interfaces (by ifindex), the one
+// that reaches ip: the one whose subnet holds it, else the one the kernel
+// routes it through. An address reachable through none of them is an error
+// listing what is attached.
+func InterfaceFor(attached map[int]Interface, ip netip.Addr) (int, error) {
+	for idx, it := range attached {
+		if it.Prefix.Contains(ip) {
+			return idx, nil
+		}
+	}
+	rt, err := RouteTo(ip)
+	if err != nil {
+		return 0, err
+	}
+	if _, ok := attached[rt.IfIndex]; ok {
+		return rt.IfIndex, nil
+	}
+	var have []string
+	for _, it := range attached {
+		have = append(have, it.Name+" "+it.Prefix.String())
+	}
+	sort.Strings(have)
+	return 0, fmt.Errorf("%s is not reachable through any attached interface (attached: %s)", ip, strings.Join(have, ", "))
+}
+
+// NextHopMAC is the MAC to send ip's packets to out of ifindex: ip's own
+// when it is on that interface's subnet, else its next hop's.
+func NextHopMAC(attached map[int]Interface, ip netip.Addr, ifindex int, timeout time.Duration) (net.HardwareAddr, error) {
+	hop := ip
+	if it, ok := attached[ifindex]; !ok || !it.Prefix.Contains(ip) {
+		rt, err := RouteTo(ip)
+		if err != nil {
+			return nil, err
+		}
+		hop = rt.NextHop
+	}
+	return ResolveMAC(hop, ifindex, timeout)
 }
 
 // ErrUnresolved means the neighbour did not answer ARP in time.

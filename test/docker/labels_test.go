@@ -17,18 +17,25 @@ func TestBrokenLabelsReportedOnce(t *testing.T) {
 		{name: "badlisten", label: "xdplb.listen", value: "eighty/tcp"},
 		{name: "negweight", label: "xdplb.weight", value: "-3"},
 		{name: "badproto", label: "xdplb.listen", value: "80/sctp"},
+		// What labels may not ask for: past the documented limits, or the
+		// balancer's own ports (its --http-addr, its --snat-ports range).
+		{name: "heavy", label: "xdplb.weight", value: "1000"},
+		{name: "wide", label: "xdplb.listen", value: "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17"},
+		{name: "metricsport", label: "xdplb.listen", value: "9180:8080/tcp"},
+		{name: "snatport", label: "xdplb.listen", value: "20000:8080/tcp"},
 	}
 	start := func(b *broken) {
 		// The broken label comes last, overriding the good default.
 		b.name = e.backend(b.name, "--label", b.label+"="+b.value)
 	}
-	// One is there when the balancer starts (initial sync), two come later
+	// One is there when the balancer starts (initial sync), the others come later
 	// (events).
 	start(&bad[0])
 	// A short resync period, to check that rebuilds do not repeat the lines.
 	e.startLB("--resync-interval=1s")
-	start(&bad[1])
-	start(&bad[2])
+	for i := 1; i < len(bad); i++ {
+		start(&bad[i])
+	}
 	var all []string
 	for _, b := range bad {
 		all = append(all, b.name)
@@ -107,5 +114,45 @@ func TestBrokenLabelsReportedOnce(t *testing.T) {
 	}
 	if r := e.whoamiClient(e.url(), 100, 10); r.failed != 0 || r.byHost[good[0]] == 0 || r.byHost[good[1]] == 0 {
 		t.Errorf("after the resyncs:\n%s", r.output)
+	}
+}
+
+// Failure mode 7: a newcomer claiming a port that a serving service holds
+// is refused with one error line; the serving service keeps the port, and
+// its established connections and new requests are untouched.
+func TestPortConflictKeepsTheServingService(t *testing.T) {
+	e := newEnv(t)
+	// Without HEALTHCHECKs: a check timing out on a busy machine would
+	// drain web1 and hide what this test is about.
+	web := e.backend("web1", "--no-healthcheck")
+	e.startLB("--log-level=debug")
+	e.waitServing(20*time.Second, web)
+
+	mark := e.logs.mark()
+	intruder := e.backend("intruder", "--no-healthcheck", "--label", "xdplb.service=intruder")
+	l := e.logs.waitFor(t, mark, "the newcomer's refusal", 20*time.Second, func(l logLine) bool {
+		return l.kv["level"] == "error" && strings.Contains(l.text, intruder)
+	})
+	t.Logf("refusal: %s", l.kv["msg"])
+	if !strings.Contains(l.kv["msg"], `service "web"`) || !strings.Contains(l.kv["msg"], "80/tcp") {
+		t.Errorf("the refusal does not name the holder and the port: %s", l.text)
+	}
+	// Let a periodic resync pass too: the decision must not flip.
+	time.Sleep(3 * time.Second)
+	r := e.whoamiClient(e.url(), 200, 10)
+	if r.failed != 0 || r.byHost[web] != 200 || r.byHost[intruder] != 0 {
+		t.Errorf("after the newcomer: %d failed, web %d, intruder %d:\n%s", r.failed, r.byHost[web], r.byHost[intruder], r.output)
+	}
+	var errs []string
+	for _, x := range e.logs.snapshot()[mark:] {
+		if x.kv["level"] == "error" {
+			errs = append(errs, x.text)
+		}
+		if x.kv["msg"] == "backend removed" && strings.Contains(x.text, web) {
+			t.Errorf("the serving backend was removed: %s", x.text)
+		}
+	}
+	if len(errs) != 1 {
+		t.Errorf("%d error lines, want the one refusal:\n%s", len(errs), strings.Join(errs, "\n"))
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/xdplb/xdplb/pkg/lbmodel"
 )
@@ -31,7 +32,13 @@ type Container struct {
 	Health   string // "" (no HEALTHCHECK), "starting", "healthy", "unhealthy"
 	Stopping bool   // a kill/stop event was seen and no die yet: drain
 	Networks []Endpoint
+	// Created orders claimants: the older container keeps a contested
+	// listen port and breaks ties in its service's vote.
+	Created time.Time
 }
+
+// project is the container's Compose project, "" outside Compose.
+func (c Container) project() string { return c.Labels[ComposeProjectLabel] }
 
 // SelfEndpoint is the load balancer's own attachment to one network: its
 // address there is the VIP for services reached through it.
@@ -45,7 +52,10 @@ type SelfEndpoint struct {
 // Self is the load balancer's own container.
 type Self struct {
 	ContainerID string
-	Networks    []SelfEndpoint
+	// Project is our own Compose project, "" when not started by Compose;
+	// <prefix>.expose may name networks without its "PROJECT_" prefix.
+	Project  string
+	Networks []SelfEndpoint
 }
 
 // Problem is a container left out, or a label ignored, and why.
@@ -94,6 +104,23 @@ const (
 	// Any other health status ("starting", "unhealthy") is its own reason.
 )
 
+// BuildOptions are the balancer's own settings that labels must respect.
+type BuildOptions struct {
+	// Prefix is the label namespace; "" means DefaultLabelPrefix.
+	Prefix string
+	// MetricsPort is the balancer's own TCP port (/metrics, /healthz); 0
+	// for none. A service listening there would hide it.
+	MetricsPort uint16
+	// SNATPortMin..SNATPortMax are the source ports the balancer uses
+	// towards backends on its own addresses, which are the VIPs: a listen
+	// port in that range would be mistaken for a backend's reply.
+	SNATPortMin, SNATPortMax uint16
+	// QualifyByProject: when containers of several Compose projects name
+	// the same service, each becomes PROJECT_SERVICE instead of merging
+	// (a balancer serving the whole engine).
+	QualifyByProject bool
+}
+
 // candidate is a container that passed its own checks and will be a
 // backend of its service unless its service loses a conflict.
 type candidate struct {
@@ -101,40 +128,50 @@ type candidate struct {
 	s        Settings
 	ep       Endpoint
 	self     SelfEndpoint
+	expose   []SelfEndpoint // resolved <prefix>.expose, nil for the default
 	weight   uint32
 	reason   string
-	specKey  string // canonical form of s.Ports, to compare replicas
-	listenOK bool   // agrees with its service's winning listen spec
+	specKey  string // canonical form of s.Ports and s.Expose, to compare replicas
+	listenOK bool   // agrees with its service's winning spec
+}
+
+// older orders candidates by container creation, then ID: the order that
+// decides votes and conflicts, identical on every rebuild.
+func older(a, b *candidate) int {
+	return cmp.Or(a.c.Created.Compare(b.c.Created), cmp.Compare(a.c.ID, b.c.ID))
 }
 
 // Build computes the desired state from the containers, as seen by the load
-// balancer self. prefix is the label namespace ("" means
-// DefaultLabelPrefix). The containers' order does not matter; the result is
+// balancer self. The containers' order does not matter; the result is
 // sorted (services by name then port, backends by ID, VIPs by address,
 // problems by container then label).
 //
 // Rules, beyond what the labels say:
 //   - self is never a backend. Containers neither running nor stopping are
 //     silently left out (they are not backends, and not a mistake).
+//   - A listen port that is the balancer's own (MetricsPort) or inside its
+//     SNAT range is refused with one error for the container.
 //   - The network the LB reaches a container on is <prefix>.network, else
 //     the first (by name) network both share with IPv4 addresses on both
 //     sides. None: Problem naming both sides' networks.
 //   - Weight is the label's, but 0 while stopping, paused, or with a health
 //     status other than healthy; Backend.Reason says which.
-//   - Replicas of one service that disagree on <prefix>.listen: the spec
-//     held by most replicas wins (a tie goes to the spec of the replica with
-//     the smallest container ID); the others are left out with a Problem.
-//     Voting keeps one misconfigured replica, typically the newest, from
-//     taking the service down, and ties break the same way on every
-//     rebuild.
-//   - Two services claiming the same listen port/proto: that port of both is
-//     left out, with a Problem for each of their containers naming the
-//     other service(s). Their other ports keep working. Build is stateless,
-//     so it cannot tell which one was there first, and guessing would make
-//     the winner depend on container IDs.
-//   - VIPs of a service are the LB's addresses on every network where the
-//     service has a backend, draining ones included so their flows can end.
-func Build(self Self, containers []Container, prefix string) (lbmodel.State, []Problem) {
+//   - Replicas of one service that disagree on <prefix>.listen or
+//     <prefix>.expose: the spec held by most replicas wins, a tie going to
+//     the spec of the oldest replica (creation time, then ID); the others
+//     are left out with a Problem. Voting keeps one misconfigured replica,
+//     typically the newest, from taking the service down.
+//   - Two services claiming the same listen port/proto: the service with
+//     the oldest container keeps it, so a newcomer cannot take a serving
+//     port down; the newcomer's port is refused with one Problem, and its
+//     other ports keep working.
+//   - A service answers on (its VIPs are the LB's addresses on) the
+//     networks <prefix>.expose names. By default: the networks where it has
+//     backends, plus every network of the LB on which no service has a
+//     backend (a network the LB shares only with clients). So a service
+//     never answers on another service's backend network unless asked to.
+func Build(self Self, containers []Container, opts BuildOptions) (lbmodel.State, []Problem) {
+	prefix := opts.Prefix
 	if prefix == "" {
 		prefix = DefaultLabelPrefix
 	}
@@ -156,7 +193,7 @@ func Build(self Self, containers []Container, prefix string) (lbmodel.State, []P
 	sorted = slices.CompactFunc(sorted, func(a, b Container) bool { return a.ID == b.ID })
 
 	// Per-container checks.
-	byService := map[string][]*candidate{}
+	var cands []*candidate
 	for _, c := range sorted {
 		if isSelf(self.ContainerID, c.ID) || (!c.Running && !c.Stopping) {
 			continue
@@ -168,6 +205,16 @@ func Build(self Self, containers []Container, prefix string) (lbmodel.State, []P
 		problems = append(problems, warnings...)
 		problems = append(problems, errs...)
 		if !s.Enabled || len(errs) > 0 {
+			continue
+		}
+		if p, ok := reservedPort(s.Ports, opts); ok {
+			problem(c, listenKey, s.Listen, "%s", p)
+			continue
+		}
+		expose, missing := resolveExpose(s.Expose, self)
+		if len(missing) > 0 {
+			problem(c, LabelKey(prefix, LabelExpose), strings.Join(s.Expose, ","),
+				"the load balancer has no IPv4 address on network %s (it is on %s)", quoteJoin(missing), networkList(selfNames))
 			continue
 		}
 		ep, se, ok := chooseNetwork(c, s.Network, selfNets)
@@ -190,69 +237,91 @@ func Build(self Self, containers []Container, prefix string) (lbmodel.State, []P
 			continue
 		}
 		weight, reason := effectiveWeight(c, s.Weight)
-		byService[s.Service] = append(byService[s.Service], &candidate{
-			c: c, s: s, ep: ep, self: se, weight: weight, reason: reason, specKey: portsKey(s.Ports),
+		key := portsKey(s.Ports)
+		if expose != nil {
+			key += " exposed on " + exposeKey(expose)
+		}
+		cands = append(cands, &candidate{
+			c: c, s: s, ep: ep, self: se, expose: expose, weight: weight, reason: reason, specKey: key,
 		})
 	}
+	byService := groupServices(cands, opts.QualifyByProject)
 
-	// Each service's listen spec, by majority of its replicas.
+	// Each service's spec, by majority of its replicas.
 	type portKey struct {
 		listen uint16
 		proto  lbmodel.Proto
 	}
-	specs := map[string][]lbmodel.Port{}
-	claims := map[portKey][]string{} // listen port -> services claiming it
-	for name, cands := range byService {
-		winner := majoritySpec(cands)
+	winners := map[string]*candidate{}
+	oldest := map[string]*candidate{} // the service's oldest agreeing replica
+	claims := map[portKey][]string{}  // listen port -> services claiming it
+	for name, cs := range byService {
+		winner := majoritySpec(cs)
+		winners[name] = winner
 		votes := 0
-		for _, cd := range cands {
+		for _, cd := range cs {
 			if cd.specKey == winner.specKey {
 				cd.listenOK = true
 				votes++
+				if oldest[name] == nil || older(cd, oldest[name]) < 0 {
+					oldest[name] = cd
+				}
 			}
 		}
-		for _, cd := range cands {
+		for _, cd := range cs {
 			if !cd.listenOK {
 				problem(cd.c, listenKey, cd.s.Listen,
 					"service %q listens on %s (the spec of %d of its %d containers); this container disagrees and is left out",
-					name, winner.specKey, votes, len(cands))
+					name, winner.specKey, votes, len(cs))
 			}
 		}
-		specs[name] = winner.s.Ports
 		for _, p := range winner.s.Ports {
 			k := portKey{p.Listen, p.Proto}
 			claims[k] = append(claims[k], name)
 		}
 	}
 
-	// Listen conflicts between services.
-	conflicted := map[string]map[portKey]bool{}
+	// Listen conflicts between services: the oldest claimant keeps the port.
+	// Each newcomer gets one line for all the ports it was refused.
+	lost := map[string]map[portKey]bool{}
+	refusals := map[string][]string{}
 	for k, names := range claims {
 		if len(names) < 2 {
 			continue
 		}
-		slices.Sort(names)
-		for _, name := range names {
-			if conflicted[name] == nil {
-				conflicted[name] = map[portKey]bool{}
+		slices.SortFunc(names, func(a, b string) int { return cmp.Or(older(oldest[a], oldest[b]), cmp.Compare(a, b)) })
+		for _, name := range names[1:] {
+			if lost[name] == nil {
+				lost[name] = map[portKey]bool{}
 			}
-			conflicted[name][k] = true
-			others := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == name })
-			for _, cd := range byService[name] {
-				if cd.listenOK {
-					problem(cd.c, listenKey, cd.s.Listen,
-						"service %q and service %s both listen on %d/%s; that port of both is left out",
-						name, quoteJoin(others), k.listen, k.proto)
-				}
+			lost[name][k] = true
+			refusals[name] = append(refusals[name], fmt.Sprintf("%d/%s (held by service %q, container %q, older)",
+				k.listen, k.proto, names[0], oldest[names[0]].c.Name))
+		}
+	}
+	for name, rs := range refusals {
+		slices.Sort(rs)
+		cd := oldest[name]
+		problem(cd.c, listenKey, cd.s.Listen, "service %q cannot listen on %s; those ports of %q are refused, its others serve",
+			name, strings.Join(rs, ", "), name)
+	}
+
+	// Networks carrying any backend: another service's backend network is
+	// not a place to answer by default.
+	backendNets := map[string]bool{}
+	for _, cs := range byService {
+		for _, cd := range cs {
+			if cd.listenOK {
+				backendNets[cd.self.Network] = true
 			}
 		}
 	}
 
 	var st lbmodel.State
-	for name, cands := range byService {
+	for name, cs := range byService {
 		var backends []lbmodel.Backend
 		var vips []netip.Addr
-		for _, cd := range cands {
+		for _, cd := range cs {
 			if !cd.listenOK {
 				continue
 			}
@@ -262,11 +331,23 @@ func Build(self Self, containers []Container, prefix string) (lbmodel.State, []P
 			})
 			vips = append(vips, cd.self.IP)
 		}
+		if w := winners[name]; w.expose != nil {
+			vips = vips[:0]
+			for _, se := range w.expose {
+				vips = append(vips, se.IP)
+			}
+		} else {
+			for _, se := range self.Networks {
+				if !backendNets[se.Network] && se.IP.Is4() {
+					vips = append(vips, se.IP)
+				}
+			}
+		}
 		slices.SortFunc(backends, func(a, b lbmodel.Backend) int { return cmp.Compare(a.ID, b.ID) })
 		slices.SortFunc(vips, netip.Addr.Compare)
 		vips = slices.Compact(vips)
-		for _, p := range specs[name] {
-			if conflicted[name][portKey{p.Listen, p.Proto}] {
+		for _, p := range winners[name].s.Ports {
+			if lost[name][portKey{p.Listen, p.Proto}] {
 				continue
 			}
 			// Each Service gets its own slices: consumers may keep or
@@ -284,6 +365,70 @@ func Build(self Self, containers []Container, prefix string) (lbmodel.State, []P
 			cmp.Compare(a.Label, b.Label), cmp.Compare(a.Value, b.Value), cmp.Compare(a.Reason, b.Reason))
 	})
 	return st, problems
+}
+
+// groupServices groups candidates by service name. With qualify, a name
+// used in several Compose projects becomes PROJECT_NAME for the containers
+// of a project, so two projects' "web" stay two services.
+func groupServices(cands []*candidate, qualify bool) map[string][]*candidate {
+	by := map[string][]*candidate{}
+	projects := map[string]map[string]bool{}
+	for _, cd := range cands {
+		if projects[cd.s.Service] == nil {
+			projects[cd.s.Service] = map[string]bool{}
+		}
+		projects[cd.s.Service][cd.c.project()] = true
+	}
+	for _, cd := range cands {
+		name := cd.s.Service
+		if p := cd.c.project(); qualify && p != "" && len(projects[name]) > 1 {
+			name = p + "_" + name
+		}
+		by[name] = append(by[name], cd)
+	}
+	return by
+}
+
+// reservedPort says why a listen spec claims one of the balancer's own
+// ports, if it does.
+func reservedPort(ports []lbmodel.Port, opts BuildOptions) (string, bool) {
+	for _, p := range ports {
+		if opts.MetricsPort != 0 && p.Listen == opts.MetricsPort && p.Proto == lbmodel.TCP {
+			return fmt.Sprintf("listen port %d/tcp is the load balancer's own (--http-addr)", p.Listen), true
+		}
+		if opts.SNATPortMin != 0 && p.Listen >= opts.SNATPortMin && p.Listen <= opts.SNATPortMax {
+			return fmt.Sprintf("listen port %d/%s is inside the load balancer's source-NAT range %d-%d (--snat-ports)",
+				p.Listen, p.Proto, opts.SNATPortMin, opts.SNATPortMax), true
+		}
+	}
+	return "", false
+}
+
+// resolveExpose maps <prefix>.expose names to the LB's IPv4 endpoints. A
+// name matches a network exactly or, in a Compose project, without the
+// project's "PROJECT_" prefix (Compose's name for the network in the
+// file). missing lists names that match none.
+func resolveExpose(names []string, self Self) (eps []SelfEndpoint, missing []string) {
+	for _, n := range names {
+		i := slices.IndexFunc(self.Networks, func(se SelfEndpoint) bool {
+			return se.IP.Is4() && (se.Network == n || self.Project != "" && se.Network == self.Project+"_"+n)
+		})
+		if i < 0 {
+			missing = append(missing, n)
+			continue
+		}
+		eps = append(eps, self.Networks[i])
+	}
+	return eps, missing
+}
+
+func exposeKey(eps []SelfEndpoint) string {
+	names := make([]string, len(eps))
+	for i, se := range eps {
+		names[i] = se.Network
+	}
+	slices.Sort(names)
+	return strings.Join(slices.Compact(names), ",")
 }
 
 // isSelf matches the LB's own ID, full or abbreviated (a container's
@@ -339,17 +484,18 @@ func effectiveWeight(c Container, labelWeight uint32) (uint32, string) {
 	return labelWeight, ReasonRunning
 }
 
-// majoritySpec returns a candidate holding the listen spec most candidates
-// hold; on a tie, the one whose holder has the smallest container ID.
-// cands are in container ID order.
+// majoritySpec returns a candidate holding the spec most candidates hold;
+// on a tie, the spec of the oldest candidate (creation time, then ID), so
+// the result does not depend on the order containers were listed in.
 func majoritySpec(cands []*candidate) *candidate {
 	count := map[string]int{}
 	for _, cd := range cands {
 		count[cd.specKey]++
 	}
 	var best *candidate
-	for _, cd := range cands { // first holder of each spec has its smallest ID
-		if best == nil || count[cd.specKey] > count[best.specKey] {
+	for _, cd := range cands {
+		if best == nil || count[cd.specKey] > count[best.specKey] ||
+			count[cd.specKey] == count[best.specKey] && older(cd, best) < 0 {
 			best = cd
 		}
 	}

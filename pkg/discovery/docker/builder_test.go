@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xdplb/xdplb/pkg/lbmodel"
 )
@@ -72,7 +73,15 @@ func be(id, name string, n byte, weight uint32, reason string) lbmodel.Backend {
 func tcp(l, t uint16) lbmodel.Port { return lbmodel.Port{Listen: l, Target: t, Proto: lbmodel.TCP} }
 func udp(l, t uint16) lbmodel.Port { return lbmodel.Port{Listen: l, Target: t, Proto: lbmodel.UDP} }
 
-var backVIP = []netip.Addr{ip("172.21.0.2")}
+// backVIP: a service with backends on "back" answers there and on
+// "front", where no service has backends (a client network).
+var backVIP = []netip.Addr{ip("172.20.0.2"), ip("172.21.0.2")}
+
+// createdAt gives a container a creation time, minutes after a fixed epoch.
+func createdAt(c Container, minute int) Container {
+	c.Created = time.Date(2026, 1, 1, 0, minute, 0, 0, time.UTC)
+	return c
+}
 
 func svc(name string, p lbmodel.Port, vips []netip.Addr, backends ...lbmodel.Backend) lbmodel.Service {
 	return lbmodel.Service{Name: name, Port: p, VIPs: vips, Backends: backends}
@@ -240,7 +249,7 @@ func TestBuild(t *testing.T) {
 				c.Networks[1].MAC = nil
 				return c
 			}()},
-			want: []lbmodel.Service{svc("web", tcp(80, 8080), []netip.Addr{ip("172.20.0.2")},
+			want: []lbmodel.Service{svc("web", tcp(80, 8080), backVIP,
 				lbmodel.Backend{ID: "aaa", Name: "web-1", IP: ip("172.20.0.3"), IfIndex: 5, Weight: 1, Reason: "running"},
 			)},
 		},
@@ -362,34 +371,57 @@ func TestBuild(t *testing.T) {
 			},
 		},
 		{
-			name: "two services on one port: that port of both is out, the rest stays",
+			name: "replicas disagree, tie: the oldest replica's spec wins, whatever the IDs",
 			containers: []Container{
-				ctr("a1", "web-1", 3, web("xdplb.listen", "80:8080,443:8443")),
-				ctr("a2", "web-2", 4, web("xdplb.listen", "80:8080,443:8443")),
-				ctr("b1", "api-1", 5, lbls("xdplb.service", "api", "xdplb.listen", "80")),
-				ctr("c1", "dns-1", 6, lbls("xdplb.service", "dns", "xdplb.listen", "443/udp")), // other proto: fine
+				createdAt(ctr("a1", "web-1", 3, web("xdplb.listen", "80:8080/tcp")), 2),
+				createdAt(ctr("b1", "web-2", 4, web("xdplb.listen", "80:9090/tcp")), 1),
+			},
+			want:     []lbmodel.Service{svc("web", tcp(80, 9090), backVIP, be("b1", "web-2", 4, 1, "running"))},
+			problems: []wantProblem{{"a1", "xdplb.listen", `listens on 80:9090/tcp (the spec of 1 of its 2 containers)`}},
+		},
+		{
+			name: "two services on one port: the oldest claimant keeps it, the newcomer loses only that port",
+			containers: []Container{
+				createdAt(ctr("a1", "web-1", 3, web("xdplb.listen", "80:8080,443:8443")), 5),
+				createdAt(ctr("a2", "web-2", 4, web("xdplb.listen", "80:8080,443:8443")), 6),
+				createdAt(ctr("b1", "api-1", 5, lbls("xdplb.service", "api", "xdplb.listen", "80")), 1),
+				createdAt(ctr("c1", "dns-1", 6, lbls("xdplb.service", "dns", "xdplb.listen", "443/udp")), 7), // other proto: fine
 			},
 			want: []lbmodel.Service{
+				svc("api", tcp(80, 80), backVIP, be("b1", "api-1", 5, 1, "running")),
 				svc("dns", udp(443, 443), backVIP, be("c1", "dns-1", 6, 1, "running")),
 				svc("web", tcp(443, 8443), backVIP, be("a1", "web-1", 3, 1, "running"), be("a2", "web-2", 4, 1, "running")),
 			},
 			problems: []wantProblem{
-				{"b1", "xdplb.listen", `service "api" and service "web" both listen on 80/tcp`},
-				{"a1", "xdplb.listen", `service "web" and service "api" both listen on 80/tcp`},
-				{"a2", "xdplb.listen", `service "web" and service "api" both listen on 80/tcp`},
+				{"a1", "xdplb.listen", `service "web" cannot listen on 80/tcp (held by service "api", container "api-1", older)`},
 			},
 		},
 		{
-			name: "three-way conflict names both others",
+			name: "a newcomer refused two ports gets one line naming both",
 			containers: []Container{
-				ctr("a1", "a", 3, lbls("xdplb.listen", "80")),
-				ctr("b1", "b", 4, lbls("xdplb.listen", "80:81")),
-				ctr("c1", "c", 5, lbls("xdplb.listen", "80:82")),
+				createdAt(ctr("a1", "web-1", 3, lbls("xdplb.service", "web", "xdplb.listen", "80:8080,9000")), 1),
+				createdAt(ctr("b1", "new-1", 4, lbls("xdplb.service", "new", "xdplb.listen", "80:8080,9000,9001")), 2),
+			},
+			want: []lbmodel.Service{
+				svc("new", tcp(9001, 9001), backVIP, be("b1", "new-1", 4, 1, "running")),
+				svc("web", tcp(80, 8080), backVIP, be("a1", "web-1", 3, 1, "running")),
+				svc("web", tcp(9000, 9000), backVIP, be("a1", "web-1", 3, 1, "running")),
 			},
 			problems: []wantProblem{
-				{"a1", "xdplb.listen", `service "a" and service "b", "c" both listen on 80/tcp`},
-				{"b1", "xdplb.listen", `service "b" and service "a", "c"`},
-				{"c1", "xdplb.listen", `service "c" and service "a", "b"`},
+				{"b1", "xdplb.listen", `service "new" cannot listen on 80/tcp (held by service "web", container "web-1", older), 9000/tcp (held by service "web"`},
+			},
+		},
+		{
+			name: "three-way conflict: one line per newcomer naming the holder",
+			containers: []Container{
+				createdAt(ctr("a1", "a", 3, lbls("xdplb.listen", "80")), 3),
+				createdAt(ctr("b1", "b", 4, lbls("xdplb.listen", "80:81")), 1),
+				createdAt(ctr("c1", "c", 5, lbls("xdplb.listen", "80:82")), 2),
+			},
+			want: []lbmodel.Service{svc("b", tcp(80, 81), backVIP, be("b1", "b", 4, 1, "running"))},
+			problems: []wantProblem{
+				{"a1", "xdplb.listen", `service "a" cannot listen on 80/tcp (held by service "b", container "b", older)`},
+				{"c1", "xdplb.listen", `service "c" cannot listen on 80/tcp (held by service "b"`},
 			},
 		},
 		{
@@ -417,7 +449,7 @@ func TestBuild(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			st, problems := Build(testSelf, tc.containers, "xdplb")
+			st, problems := Build(testSelf, tc.containers, BuildOptions{Prefix: "xdplb"})
 			if !reflect.DeepEqual(st.Services, tc.want) {
 				t.Errorf("services:\n%s\nwant:\n%s", dump(st.Services), dump(tc.want))
 			}
@@ -442,7 +474,7 @@ func TestBuildSelfShortID(t *testing.T) {
 	for _, id := range []string{selfID, selfID[:12]} {
 		self := testSelf
 		self.ContainerID = id
-		if st, p := Build(self, []Container{c}, ""); len(st.Services) != 0 || len(p) != 0 {
+		if st, p := Build(self, []Container{c}, BuildOptions{}); len(st.Services) != 0 || len(p) != 0 {
 			t.Errorf("self ID %q: self became a backend: %v %v", id, st, p)
 		}
 	}
@@ -450,19 +482,19 @@ func TestBuildSelfShortID(t *testing.T) {
 	other := ctr(selfID[:5]+"0000000000000", "other", 3, lbls("xdplb.listen", "80"))
 	self := testSelf
 	self.ContainerID = selfID[:5]
-	if st, _ := Build(self, []Container{other}, ""); len(st.Services) != 1 {
+	if st, _ := Build(self, []Container{other}, BuildOptions{}); len(st.Services) != 1 {
 		t.Errorf("a 5-character self ID excluded another container")
 	}
 }
 
 func TestBuildNoSelf(t *testing.T) {
 	// Not knowing our ID must not exclude anything, nor crash.
-	st, problems := Build(Self{Networks: testSelf.Networks}, []Container{ctr("aaa", "web-1", 3, lbls("xdplb.listen", "80"))}, "")
+	st, problems := Build(Self{Networks: testSelf.Networks}, []Container{ctr("aaa", "web-1", 3, lbls("xdplb.listen", "80"))}, BuildOptions{})
 	if len(st.Services) != 1 || len(problems) != 0 {
 		t.Errorf("got %v %v", st, problems)
 	}
 	// No networks of our own: everything is unreachable, and says so.
-	st, problems = Build(Self{ContainerID: selfID}, []Container{ctr("aaa", "web-1", 3, lbls("xdplb.listen", "80"))}, "")
+	st, problems = Build(Self{ContainerID: selfID}, []Container{ctr("aaa", "web-1", 3, lbls("xdplb.listen", "80"))}, BuildOptions{})
 	if len(st.Services) != 0 || len(problems) != 1 || !strings.Contains(problems[0].Reason, "load balancer on no network") {
 		t.Errorf("got %v %v", st, problems)
 	}
@@ -474,7 +506,7 @@ func TestBuildPrefix(t *testing.T) {
 		ctr("bbb", "b", 4, map[string]string{"xdplb.enable": "true", "xdplb.listen": "81"}),
 	}
 	for prefix, want := range map[string]string{"lb": "a", "xdplb": "b", "": "b"} {
-		st, _ := Build(testSelf, cs, prefix)
+		st, _ := Build(testSelf, cs, BuildOptions{Prefix: prefix})
 		if len(st.Services) != 1 || st.Services[0].Name != want {
 			t.Errorf("prefix %q: got %v, want service %q only", prefix, dump(st.Services), want)
 		}
@@ -495,7 +527,7 @@ func TestBuildDeterministic(t *testing.T) {
 		}
 		cs = append(cs, ctr(fmt.Sprintf("id%02d", (i*17)%40), fmt.Sprintf("c%d", i), byte(i+3), lbls(flatten(l)...), []string{"back", "front"}[i%2]))
 	}
-	want, wantP := Build(testSelf, cs, "")
+	want, wantP := Build(testSelf, cs, BuildOptions{})
 	if len(want.Services) == 0 || len(wantP) == 0 {
 		t.Fatal("test input should produce both services and problems")
 	}
@@ -503,7 +535,7 @@ func TestBuildDeterministic(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		shuffled := slices.Clone(cs)
 		rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-		got, gotP := Build(testSelf, shuffled, "")
+		got, gotP := Build(testSelf, shuffled, BuildOptions{})
 		if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(gotP, wantP) {
 			t.Fatalf("shuffle %d changed the result", i)
 		}
@@ -521,7 +553,7 @@ func flatten(m map[string]string) []string {
 // Services of one name must not share backing arrays: the reconciler may
 // sort or edit one.
 func TestBuildServicesIndependent(t *testing.T) {
-	st, _ := Build(testSelf, []Container{ctr("aaa", "web-1", 3, lbls("xdplb.listen", "80,81"))}, "")
+	st, _ := Build(testSelf, []Container{ctr("aaa", "web-1", 3, lbls("xdplb.listen", "80,81"))}, BuildOptions{})
 	if len(st.Services) != 2 {
 		t.Fatalf("got %d services", len(st.Services))
 	}
@@ -576,7 +608,7 @@ func TestBuildProblemSeverity(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, problems := Build(testSelf, []Container{tc.c}, "")
+			_, problems := Build(testSelf, []Container{tc.c}, BuildOptions{})
 			if len(problems) != 1 {
 				t.Fatalf("problems = %v, want 1", problems)
 			}
@@ -584,5 +616,87 @@ func TestBuildProblemSeverity(t *testing.T) {
 				t.Fatalf("%s: Warning = %v, want %v", problems[0], problems[0].Warning, tc.warning)
 			}
 		})
+	}
+}
+
+// What labels may not ask for: each refusal is one error for the container,
+// naming the label and its value; its neighbours serve.
+func TestBuildLabelSafety(t *testing.T) {
+	opts := BuildOptions{MetricsPort: 9180, SNATPortMin: 10000, SNATPortMax: 32767}
+	var many []string
+	for p := 1; p <= MaxListenPorts+1; p++ {
+		many = append(many, fmt.Sprint(p))
+	}
+	cs := []Container{
+		ctr("a1", "ok", 3, lbls("xdplb.listen", "9180/udp,9999,32768", "xdplb.weight", fmt.Sprint(MaxWeight))),
+		ctr("a2", "heavy", 4, lbls("xdplb.listen", "81", "xdplb.weight", fmt.Sprint(MaxWeight+1))),
+		ctr("a3", "wide", 5, lbls("xdplb.listen", strings.Join(many, ","))),
+		ctr("a4", "metrics", 6, lbls("xdplb.listen", "9180:80")),
+		ctr("a5", "snat", 7, lbls("xdplb.listen", "82,10000/udp")),
+	}
+	st, problems := Build(testSelf, cs, opts)
+	if len(st.Services) != 3 || st.Services[0].Name != "ok" {
+		t.Errorf("services:\n%s", dump(st.Services))
+	}
+	checkProblems(t, problems, []wantProblem{
+		{"a2", "xdplb.weight", fmt.Sprintf("above the maximum of %d", MaxWeight)},
+		{"a4", "xdplb.listen", "9180/tcp is the load balancer's own"},
+		{"a5", "xdplb.listen", "10000/udp is inside the load balancer's source-NAT range 10000-32767"},
+		{"a3", "xdplb.listen", fmt.Sprintf("%d listen ports; at most %d", MaxListenPorts+1, MaxListenPorts)},
+	})
+}
+
+// Which of the LB's networks a service answers on.
+func TestBuildExpose(t *testing.T) {
+	self := testSelf
+	self.Project = "shop"
+	self.Networks = append([]SelfEndpoint{{Network: "shop_data", IP: ip("172.30.0.2"), IfIndex: 7}}, self.Networks...)
+	cs := []Container{
+		// web: backends on back; by default it answers on back and on
+		// front (no backends there), not on shop_data (db's network).
+		ctr("a1", "web-1", 3, lbls("xdplb.service", "web", "xdplb.listen", "80"), "back"),
+		// db: backends on shop_data; asks for shop_data only, by its
+		// Compose name.
+		func() Container {
+			c := ctr("b1", "db-1", 4, lbls("xdplb.service", "db", "xdplb.listen", "5432", "xdplb.expose", "data"))
+			c.Networks = []Endpoint{{Network: "shop_data", IP: ip("172.30.0.4")}}
+			return c
+		}(),
+		// api: exposed on a network the LB is not on.
+		ctr("c1", "api-1", 5, lbls("xdplb.service", "api", "xdplb.listen", "81", "xdplb.expose", "front,nowhere"), "back"),
+	}
+	st, problems := Build(self, cs, BuildOptions{})
+	got := map[string][]netip.Addr{}
+	for _, s := range st.Services {
+		got[s.Name] = s.VIPs
+	}
+	if want := []netip.Addr{ip("172.20.0.2"), ip("172.21.0.2")}; !slices.Equal(got["web"], want) {
+		t.Errorf("web VIPs %v, want %v", got["web"], want)
+	}
+	if want := []netip.Addr{ip("172.30.0.2")}; !slices.Equal(got["db"], want) {
+		t.Errorf("db VIPs %v, want %v", got["db"], want)
+	}
+	if _, ok := got["api"]; ok {
+		t.Errorf("api served although its expose label names an unknown network")
+	}
+	checkProblems(t, problems, []wantProblem{{"c1", "xdplb.expose", `no IPv4 address on network "nowhere"`}})
+}
+
+// A balancer serving the whole engine keeps two projects' "web" apart;
+// one serving a single scope merges replicas by name as before.
+func TestBuildQualifyByProject(t *testing.T) {
+	in := func(project string, c Container) Container { c.Labels[ComposeProjectLabel] = project; return c }
+	cs := []Container{
+		in("shop", ctr("a1", "shop-web-1", 3, lbls(ComposeServiceLabel, "web", "xdplb.listen", "80"))),
+		in("blog", ctr("b1", "blog-web-1", 4, lbls(ComposeServiceLabel, "web", "xdplb.listen", "81"))),
+		in("blog", ctr("c1", "blog-api-1", 5, lbls(ComposeServiceLabel, "api", "xdplb.listen", "82"))),
+	}
+	st, _ := Build(testSelf, cs, BuildOptions{QualifyByProject: true})
+	var names []string
+	for _, s := range st.Services {
+		names = append(names, s.Name)
+	}
+	if strings.Join(names, ",") != "api,blog_web,shop_web" {
+		t.Errorf("services %v, want api (no clash), blog_web, shop_web", names)
 	}
 }

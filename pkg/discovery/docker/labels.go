@@ -16,6 +16,18 @@ const (
 	LabelListen  = "listen"
 	LabelWeight  = "weight"
 	LabelNetwork = "network"
+	LabelExpose  = "expose"
+)
+
+// Limits on what one container's labels may ask for. A weight is relative,
+// so 256 levels (HAProxy's range) are plenty, and the cost of building a
+// Maglev table grows with the ratio of the largest weight to the others.
+// A container listening on more ports than MaxListenPorts is far more likely
+// a mistake (a range pasted in) than a design, and each port costs a
+// service slot.
+const (
+	MaxWeight      = 256
+	MaxListenPorts = 16
 )
 
 // ComposeServiceLabel is where Docker Compose records a container's service;
@@ -23,7 +35,11 @@ const (
 // service name.
 const ComposeServiceLabel = "com.docker.compose.service"
 
-var knownLabels = []string{LabelEnable, LabelService, LabelListen, LabelWeight, LabelNetwork}
+// ComposeProjectLabel is where Docker Compose records a container's project:
+// the unit a balancer serves by default.
+const ComposeProjectLabel = "com.docker.compose.project"
+
+var knownLabels = []string{LabelEnable, LabelService, LabelListen, LabelWeight, LabelNetwork, LabelExpose}
 
 // LabelKey returns the full label key of one of our labels: LabelKey("xdplb",
 // LabelListen) is "xdplb.listen".
@@ -43,6 +59,9 @@ type Settings struct {
 	Weight uint32
 	// Network is <prefix>.network, "" to let the builder choose.
 	Network string
+	// Expose is <prefix>.expose split at commas: the balancer's networks the
+	// service answers on; nil for the default (see Build).
+	Expose []string
 }
 
 // ParseEnable reads an <prefix>.enable value: true, 1 and yes opt in;
@@ -117,12 +136,27 @@ func ParseLabels(c Container, prefix string) (s Settings, errs, warnings []Probl
 		s.Listen = v
 		if s.Ports, err = spec.ParsePorts(v); err != nil {
 			errs = append(errs, problem(key(LabelListen), v, "%v", err))
+		} else if len(s.Ports) > MaxListenPorts {
+			errs = append(errs, problem(key(LabelListen), v, "%d listen ports; at most %d per container", len(s.Ports), MaxListenPorts))
 		}
 	}
 
 	if v, ok := c.Labels[key(LabelWeight)]; ok {
 		if s.Weight, err = spec.ParseWeight(strings.TrimSpace(v)); err != nil {
 			errs = append(errs, problem(key(LabelWeight), v, "%v", err))
+		} else if s.Weight > MaxWeight {
+			errs = append(errs, problem(key(LabelWeight), v, "weight %d is above the maximum of %d", s.Weight, MaxWeight))
+		}
+	}
+
+	if v, ok := c.Labels[key(LabelExpose)]; ok {
+		for _, n := range strings.Split(v, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				s.Expose = append(s.Expose, n)
+			}
+		}
+		if len(s.Expose) == 0 {
+			errs = append(errs, problem(key(LabelExpose), v, "want a comma-separated list of the balancer's networks"))
 		}
 	}
 

@@ -73,26 +73,27 @@ func containerIDFromCgroup(r io.Reader) string {
 	return ""
 }
 
-// selfCandidate is one guess at our container ID and where it came from.
-type selfCandidate struct{ id, source string }
+// SelfCandidate is one guess at our container ID and where it came from.
+type SelfCandidate struct{ ID, Source string }
 
-// selfCandidates lists the guesses in order of reliability.
-func selfCandidates() []selfCandidate {
-	var out []selfCandidate
+// SelfCandidates lists the guesses at our own container ID, in order of
+// reliability; none outside a container.
+func SelfCandidates() []SelfCandidate {
+	var out []SelfCandidate
 	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
 		if id := containerIDFromMountinfo(f); id != "" {
-			out = append(out, selfCandidate{id, "/proc/self/mountinfo"})
+			out = append(out, SelfCandidate{id, "/proc/self/mountinfo"})
 		}
 		f.Close()
 	}
 	if f, err := os.Open("/proc/self/cgroup"); err == nil {
 		if id := containerIDFromCgroup(f); id != "" {
-			out = append(out, selfCandidate{id, "/proc/self/cgroup"})
+			out = append(out, SelfCandidate{id, "/proc/self/cgroup"})
 		}
 		f.Close()
 	}
 	if h, err := os.Hostname(); err == nil && hostnameIDRe.MatchString(h) {
-		out = append(out, selfCandidate{h, "hostname"})
+		out = append(out, SelfCandidate{h, "hostname"})
 	}
 	return out
 }
@@ -125,17 +126,17 @@ func (w *Watcher) inspectSelf(ctx context.Context) (container.InspectResponse, e
 		w.setSelfID(ins.ID)
 		return ins, nil
 	}
-	cands := selfCandidates()
+	cands := SelfCandidates()
 	var tried []string
 	for _, c := range cands {
-		ins, err := w.cli.ContainerInspect(ctx, c.id)
+		ins, err := w.cli.ContainerInspect(ctx, c.ID)
 		if err != nil {
 			if cerrdefs.IsNotFound(err) {
 				// An ID from another runtime (containerd, podman, another engine).
-				tried = append(tried, fmt.Sprintf("%s from %s is not a container of this engine", abbrevID(c.id), c.source))
+				tried = append(tried, fmt.Sprintf("%s from %s is not a container of this engine", abbrevID(c.ID), c.Source))
 				continue
 			}
-			return ins, w.wrapErr("inspecting own container "+abbrevID(c.id), err)
+			return ins, w.wrapErr("inspecting own container "+abbrevID(c.ID), err)
 		}
 		w.setSelfID(ins.ID)
 		return ins, nil
@@ -165,7 +166,11 @@ func (w *Watcher) Self(ctx context.Context) (Self, error) {
 	if err != nil {
 		return Self{}, fmt.Errorf("listing local interfaces: %w", err)
 	}
-	return selfFromInspect(ins, ifaces), nil
+	self := selfFromInspect(ins, ifaces)
+	if ins.Config != nil {
+		self.Project = ins.Config.Labels[ComposeProjectLabel]
+	}
+	return self, nil
 }
 
 // selfFromInspect is the pure part of Self.

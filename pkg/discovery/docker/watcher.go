@@ -16,7 +16,6 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/client"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -33,9 +32,12 @@ const (
 const (
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 10 * time.Second
-	// requestTimeout bounds one rebuild (list, inspects, self), so a hung
-	// engine turns into a reconnect rather than a watcher stuck forever.
-	requestTimeout = 15 * time.Second
+	// stableSession is how long an event stream must have lived for its
+	// end to count as an interruption rather than one more failure: only
+	// then, or after it delivered an event, does the backoff start over.
+	// Otherwise an engine that refuses /events but answers the list would
+	// be reconnected to (and fully rebuilt from) ten times a second.
+	stableSession = 10 * time.Second
 	// inspectParallelism bounds concurrent inspects of one rebuild.
 	inspectParallelism = 8
 	// replayWindow is how far back the first subscription asks the engine to
@@ -44,35 +46,129 @@ const (
 	// replaying a little history closes the gap (a replayed event is only a
 	// spurious trigger).
 	replayWindow = 2 * time.Second
+	// killGrace is added to a container's stop timeout before a kill is
+	// forgotten: by then `docker stop` has sent SIGKILL and the container
+	// is dead, so a container still running ignored the signal (or its
+	// death was never reported to us) and serves.
+	killGrace = 5 * time.Second
+	// defaultStopTimeout is the engine's stop timeout when a container
+	// sets none.
+	defaultStopTimeout = 10 * time.Second
 )
 
-// The why of rebuilds that no event caused. Event-driven rebuilds describe
-// their events instead ("start web-1, kill web-2 (signal 15)"), so compare
-// with these exactly: a container name may contain "resync".
+// requestTimeout bounds one rebuild (list, inspects, self), so a hung
+// engine turns into a reconnect rather than a watcher stuck forever. A
+// variable for tests.
+var requestTimeout = 15 * time.Second
+
+// cached is an inspection and when it was made.
+type cached struct {
+	ins container.InspectResponse
+	at  time.Time
+}
+
+// RebuildReason says what caused a desired state to be computed.
+type RebuildReason uint8
+
 const (
-	WhyInitial   = "initial sync"
-	WhyPeriodic  = "periodic resync"
-	WhyReconnect = "resync after reconnect"
+	// RebuildInitial is the first sync after start.
+	RebuildInitial RebuildReason = iota + 1
+	// RebuildEvent follows engine events (Update.Detail names them).
+	RebuildEvent
+	// RebuildReconnect follows a broken event stream or a failed rebuild:
+	// events may have been missed, so the applied state may have drifted.
+	RebuildReconnect
+	// RebuildPeriodic is the safety-net resync.
+	RebuildPeriodic
 )
 
-// OnStateFunc receives every rebuilt desired state. why says what caused the
-// rebuild: WhyInitial, WhyPeriodic, WhyReconnect, or the events. It is called from Run's goroutine, one call at a time; while
-// it runs, new events are coalesced into the next rebuild.
-type OnStateFunc func(st lbmodel.State, self Self, problems []Problem, why string)
+func (r RebuildReason) String() string {
+	switch r {
+	case RebuildInitial:
+		return "initial sync"
+	case RebuildEvent:
+		return "events"
+	case RebuildReconnect:
+		return "resync after reconnect"
+	case RebuildPeriodic:
+		return "periodic resync"
+	}
+	return fmt.Sprintf("RebuildReason(%d)", uint8(r))
+}
+
+// Update is one desired state handed to OnState.
+type Update struct {
+	State    lbmodel.State
+	Self     Self
+	Problems []Problem
+	Reason   RebuildReason
+	// Detail describes the events behind a RebuildEvent, for the logs.
+	Detail string
+	// Fast marks a state derived from the last one and a single event,
+	// handed over before the full rebuild that the event also triggers.
+	Fast bool
+	// Containers is what State was built from.
+	Containers []Container
+}
+
+// Why is the reason in words, with the events when there were any.
+func (u Update) Why() string {
+	if u.Detail != "" {
+		return u.Detail
+	}
+	return u.Reason.String()
+}
+
+// Scope says which containers a watcher serves.
+type Scope string
+
+const (
+	// ScopeProject serves the containers of the balancer's own Compose
+	// project, or every container when the balancer is not in one.
+	ScopeProject Scope = "project"
+	// ScopeEngine serves every container on the engine; service names
+	// used by several projects are qualified by project.
+	ScopeEngine Scope = "engine"
+)
+
+// Engine is the part of the Docker Engine API the watcher uses.
+// *client.Client implements it; tests substitute engines that fail.
+type Engine interface {
+	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
+	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
+	DaemonHost() string
+	Close() error
+}
+
+// OnStateFunc receives every desired state. It is called from Run's
+// goroutine, one call at a time, and must not block: while it runs, events
+// wait.
+type OnStateFunc func(Update)
 
 // WatcherOptions configures a Watcher.
 type WatcherOptions struct {
 	// Host is the engine endpoint (unix:///var/run/docker.sock, tcp://...).
 	// Empty means DOCKER_HOST, else the default socket.
 	Host string
+	// Engine, when set, is used instead of a client for Host.
+	Engine Engine
 	// LabelPrefix is the label namespace ("xdplb" for xdplb.* labels).
 	LabelPrefix string
+	// Build carries the balancer's settings the labels must respect
+	// (its Prefix is LabelPrefix's).
+	Build BuildOptions
+	// Scope selects the containers served; "" is ScopeProject.
+	Scope Scope
+	// Constraints are label conditions every served container must meet,
+	// as the engine's label filter takes them: KEY or KEY=VALUE.
+	Constraints []string
 	// ResyncInterval is the period of the safety-net full resync.
 	ResyncInterval time.Duration
 	// Debounce is how long the first event of a burst waits for the rest of
-	// the burst before the rebuild. It is not extended by later events, so
-	// the delay from any event to its rebuild is at most Debounce plus one
-	// rebuild.
+	// the burst before the rebuild. It is not extended by later events.
+	// Rebuilds are also spaced by at least the last rebuild's duration, so
+	// a slow engine is not kept permanently busy by them.
 	Debounce time.Duration
 	// SelfID names our own container (ID or name) instead of detecting it:
 	// for tests and for running outside a container.
@@ -83,30 +179,42 @@ type WatcherOptions struct {
 	OnState OnStateFunc
 }
 
+// kill is a kill event remembered until the container dies or restarts.
+type kill struct {
+	signal int
+	at     time.Time // engine time of the event
+}
+
 // Watcher turns Docker's container and network events into full desired
-// states. Events are only triggers: every rebuild lists and inspects the
-// containers afresh and calls Build, so a missed, repeated or reordered
-// event cannot leave the state wrong, only late until the next trigger or
-// periodic resync. The one thing events carry that inspection cannot show is
-// that a container is being stopped (Docker has no "stopping" state), so the
-// watcher remembers kill signals until the container dies or starts again.
+// states. Events are only triggers: every rebuild lists the containers
+// afresh and calls Build, so a missed, repeated or reordered event cannot
+// leave the state wrong, only late until the next trigger or periodic
+// resync. Inspections are cached by container ID; an event naming a
+// container marks it for re-inspection, and the periodic resync and a
+// reconnect re-inspect everything. The one thing events carry that
+// inspection cannot show is that a container is being stopped (Docker has
+// no "stopping" state), so the watcher remembers kill signals, until the
+// container dies, restarts, or outlives its stop timeout.
 type Watcher struct {
 	opts WatcherOptions
-	cli  *client.Client
+	cli  Engine
 	host string
 	log  *logrus.Entry
+	now  func() time.Time
 
 	selfMu sync.Mutex
 	selfID string
 
 	// Owned by Run's goroutine.
-	killed    map[string]int // container ID -> last kill signal number (0 if unknown)
-	lastEvent int64          // engine timestamp (ns) of the newest event seen, for replay after a reconnect
+	killed    map[string]kill
+	lastEvent int64             // engine timestamp (ns) of the newest event seen, for replay after a reconnect
+	cache     map[string]cached // inspections of listed labelled containers, by ID
+	fullSince time.Time         // a full rebuild re-inspects what is older than this
+	dirty     map[string]bool   // IDs named by events since the last rebuild
+	project   string            // ScopeProject: our Compose project once known
+	scopeLog  bool              // the scope has been logged
 
-	// build is Build; tests may observe its input through it.
-	build func(Self, []Container, string) (lbmodel.State, []Problem)
-
-	// last is the input of the last successful rebuild, for the fast drain.
+	// last is the input of the last successful rebuild, for the fast paths.
 	last struct {
 		ok   bool
 		self Self
@@ -123,6 +231,13 @@ func NewWatcher(opts WatcherOptions) (*Watcher, error) {
 	if opts.LabelPrefix == "" {
 		opts.LabelPrefix = DefaultLabelPrefix
 	}
+	opts.Build.Prefix = opts.LabelPrefix
+	if opts.Scope == "" {
+		opts.Scope = ScopeProject
+	}
+	if opts.Scope == ScopeEngine {
+		opts.Build.QualifyByProject = true
+	}
 	if opts.ResyncInterval <= 0 {
 		opts.ResyncInterval = DefaultResyncInterval
 	}
@@ -132,17 +247,23 @@ func NewWatcher(opts WatcherOptions) (*Watcher, error) {
 	if opts.Log == nil {
 		opts.Log = logrus.NewEntry(logrus.StandardLogger())
 	}
-	cli, err := newClient(opts.Host)
-	if err != nil {
-		return nil, err
+	cli := opts.Engine
+	if cli == nil {
+		c, err := newClient(opts.Host)
+		if err != nil {
+			return nil, err
+		}
+		cli = c
 	}
 	return &Watcher{
 		opts:   opts,
 		cli:    cli,
 		host:   cli.DaemonHost(),
 		log:    opts.Log.WithField("docker", cli.DaemonHost()),
-		killed: map[string]int{},
-		build:  Build,
+		now:    time.Now,
+		killed: map[string]kill{},
+		cache:  map[string]cached{},
+		dirty:  map[string]bool{},
 	}, nil
 }
 
@@ -161,42 +282,42 @@ func (w *Watcher) wrapErr(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// Run watches until ctx is cancelled, then returns nil. If the very first
-// subscription and sync fail (engine unreachable, own container not found)
-// it returns that error, so the daemon can refuse to start with one clear
-// line. After a successful start it never gives up: when the event stream
-// breaks or a rebuild fails it keeps the last state, reconnects with
-// exponential backoff (100ms doubling to 10s, reset after each successful
-// sync) and resyncs fully.
-func (w *Watcher) Run(ctx context.Context) error {
+// Run watches until ctx is cancelled. It never gives up: when the event
+// stream breaks or a rebuild fails it keeps the last state handed over,
+// logs one line, waits (100ms doubling to 10s) and resyncs fully. The wait
+// starts over only after a session that lived long enough or delivered an
+// event, so an engine that keeps refusing is asked a few times a minute.
+func (w *Watcher) Run(ctx context.Context) {
 	backoff := minBackoff
-	why := WhyInitial
-	for started := false; ; started = true {
-		synced, err := w.session(ctx, why)
+	reason := RebuildInitial
+	for {
+		start := w.now()
+		delivered, err := w.session(ctx, reason)
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
-		if !started && !synced {
-			return err
-		}
-		if synced {
+		if delivered || w.now().Sub(start) >= stableSession {
 			backoff = minBackoff
-			w.log.WithError(err).Warnf("docker watch interrupted; reconnecting in %s", backoff)
+			w.log.WithError(err).Warnf("docker watch interrupted; keeping the last state, reconnecting in %s", backoff)
 		} else {
 			w.log.WithError(err).Warnf("docker still failing; keeping the last state, retrying in %s", backoff)
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, maxBackoff)
-		why = WhyReconnect
+		if reason != RebuildInitial || w.last.ok {
+			reason = RebuildReconnect
+		}
 	}
 }
 
 // eventFilter selects what can change the desired state: container life
-// cycle, health and pause transitions, and network attachment.
+// cycle, health and pause transitions, and network attachment. Scope is
+// applied to events here in the watcher, not by the engine: a network
+// event's attributes are the network's labels, not the container's.
 func eventFilter() filters.Args {
 	f := filters.NewArgs(
 		filters.Arg("type", string(events.ContainerEventType)),
@@ -216,15 +337,15 @@ func eventFilter() filters.Args {
 }
 
 // session subscribes, syncs, then rebuilds on events and on the resync
-// ticker until something fails. synced reports whether the initial sync of
-// this session succeeded (the connection was good).
-func (w *Watcher) session(ctx context.Context, why string) (synced bool, err error) {
+// ticker until something fails. delivered says whether the stream
+// delivered any event, which proves the connection was good.
+func (w *Watcher) session(ctx context.Context, reason RebuildReason) (delivered bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	// Subscribe first, list second: an event fired while we list is then
 	// still delivered and triggers another rebuild, so nothing is lost.
-	since := time.Now().Add(-replayWindow)
+	since := w.now().Add(-replayWindow)
 	if w.lastEvent != 0 {
 		// Engine clock: replays what happened while the stream was down (if
 		// the engine did not restart, which empties its buffer).
@@ -234,12 +355,11 @@ func (w *Watcher) session(ctx context.Context, why string) (synced bool, err err
 		Filters: eventFilter(),
 		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
 	})
-	select {
-	case err := <-errs:
-		return false, w.wrapErr("subscribing to events", err)
-	default:
-	}
-	if err := w.rebuild(ctx, why); err != nil {
+	// The rebuild comes first even if the subscription has already
+	// failed: an engine that refuses /events still answers the list, and a
+	// state refreshed on every retry beats none.
+	took, err := w.rebuild(ctx, reason, "", true)
+	if err != nil {
 		return false, err
 	}
 
@@ -248,93 +368,212 @@ func (w *Watcher) session(ctx context.Context, why string) (synced bool, err err
 	var (
 		debounce <-chan time.Time
 		reasons  []string
+		// notBefore spaces rebuilds by the last one's duration.
+		notBefore = w.now().Add(took)
+		expiry    = w.killExpiry()
 	)
 	for {
 		select {
 		case <-ctx.Done():
-			return true, ctx.Err()
+			return delivered, ctx.Err()
 		case err := <-errs:
 			if err == nil {
 				err = errors.New("event stream closed")
 			}
-			return true, w.wrapErr("event stream", err)
+			return delivered, w.wrapErr("event stream", err)
 		case ev := <-msgs:
-			if r := w.noteEvent(ev); r != "" {
-				reasons = append(reasons, r)
+			delivered = true
+			r, relevant := w.noteEvent(ev)
+			if !relevant {
+				continue
 			}
-			w.fastDrain(ev)
+			reasons = append(reasons, r)
+			w.fastPath(ev, r)
 			if debounce == nil {
-				debounce = time.After(w.opts.Debounce)
+				debounce = time.After(max(w.opts.Debounce, notBefore.Sub(w.now())))
+			}
+			expiry = w.killExpiry()
+		case <-expiry:
+			expiry = nil
+			reasons = append(reasons, "a kill outlived its container's stop timeout")
+			if debounce == nil {
+				debounce = time.After(max(0, notBefore.Sub(w.now())))
 			}
 		case <-debounce:
 			debounce = nil
 			why := summarize(reasons)
 			reasons = reasons[:0]
-			if err := w.rebuild(ctx, why); err != nil {
-				return true, err
+			took, err := w.rebuild(ctx, RebuildEvent, why, false)
+			if err != nil {
+				return delivered, err
 			}
+			notBefore = w.now().Add(took)
+			expiry = w.killExpiry()
 		case <-ticker.C:
-			if err := w.rebuild(ctx, WhyPeriodic); err != nil {
-				return true, err
+			took, err := w.rebuild(ctx, RebuildPeriodic, "", true)
+			if err != nil {
+				return delivered, err
 			}
+			notBefore = w.now().Add(took)
+			expiry = w.killExpiry()
 		}
 	}
 }
 
-// noteEvent records what an event says beyond the inspectable state and
-// returns a short description of it for the rebuild's why.
-func (w *Watcher) noteEvent(ev events.Message) string {
+// noteEvent records what an event says beyond the inspectable state, marks
+// the container it names for re-inspection, and returns a short
+// description of it. relevant is false for events about containers outside
+// the scope or without our labels, which trigger nothing.
+func (w *Watcher) noteEvent(ev events.Message) (why string, relevant bool) {
 	if ev.TimeNano > w.lastEvent {
 		w.lastEvent = ev.TimeNano
 	}
+	attrs := ev.Actor.Attributes
+	if ev.Type == events.NetworkEventType {
+		// Actor is the network; the container is an attribute.
+		id := attrs["container"]
+		if !w.known(id) {
+			return "", false
+		}
+		w.dirty[id] = true
+		return fmt.Sprintf("network %s %s %s", ev.Action, abbrevID(id), attrs["name"]), true
+	}
 	id := ev.Actor.ID
-	name := ev.Actor.Attributes["name"]
+	if !w.known(id) && !w.wanted(attrs) {
+		return "", false
+	}
+	w.dirty[id] = true
+	name := attrs["name"]
 	if name == "" {
 		name = abbrevID(id)
 	}
-	action := string(ev.Action)
-	if ev.Type == events.NetworkEventType {
-		// Actor is the network; the container is an attribute.
-		return fmt.Sprintf("network %s %s %s", action, abbrevID(ev.Actor.Attributes["container"]), name)
-	}
 	switch ev.Action {
 	case events.ActionKill:
-		sig, _ := strconv.Atoi(ev.Actor.Attributes["signal"])
-		w.killed[id] = sig
-		return fmt.Sprintf("kill %s (signal %s)", name, ev.Actor.Attributes["signal"])
+		sig, _ := strconv.Atoi(attrs["signal"])
+		w.killed[id] = kill{signal: sig, at: time.Unix(0, ev.TimeNano)}
+		return fmt.Sprintf("kill %s (signal %s)", name, attrs["signal"]), true
 	case events.ActionDie, events.ActionStart, events.ActionDestroy:
 		// Engine 20.10 emits "stop" only after "die", so stop clears nothing
 		// and marks nothing: the kill that preceded it did the marking.
 		delete(w.killed, id)
 	}
-	return action + " " + name
+	return string(ev.Action) + " " + name, true
 }
 
-// fastDrain hands over, at once, the last state with a container that is
-// being stopped drained. The full rebuild that the same event triggers
-// follows after the debounce, but it inspects every container, and
-// inspecting one that is being torn down can block for a second on a busy
-// engine: new flows would reach a backend that is shutting down all that
-// time. The last state plus the kill is all a drain needs. Only the default
-// stop signals are handled here; a custom STOPSIGNAL waits for the rebuild,
-// which knows it.
-func (w *Watcher) fastDrain(ev events.Message) {
-	if ev.Type != events.ContainerEventType || ev.Action != events.ActionKill || !w.last.ok {
+// known says whether id is a container the last rebuild looked at: our own
+// or a listed labelled one.
+func (w *Watcher) known(id string) bool {
+	if id == "" {
+		return false
+	}
+	if _, ok := w.cache[id]; ok {
+		return true
+	}
+	w.selfMu.Lock()
+	defer w.selfMu.Unlock()
+	return w.selfID != "" && w.selfID == id
+}
+
+// wanted says whether a container with these labels (an event's
+// attributes carry them) is in scope and carries our labels.
+func (w *Watcher) wanted(labels map[string]string) bool {
+	if len(ourLabels(labels, w.opts.LabelPrefix)) == 0 {
+		return false
+	}
+	for _, c := range w.labelFilters() {
+		k, v, hasValue := strings.Cut(c, "=")
+		got, ok := labels[k]
+		if !ok || hasValue && got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// labelFilters are the engine-side label conditions: the constraints, and
+// our Compose project in ScopeProject once it is known.
+func (w *Watcher) labelFilters() []string {
+	out := slices.Clone(w.opts.Constraints)
+	if w.opts.Scope == ScopeProject && w.project != "" {
+		out = append(out, ComposeProjectLabel+"="+w.project)
+	}
+	return out
+}
+
+// fastPath hands over, at once, the last state changed by what one event
+// says: a container being stopped, dead, paused, unhealthy or cut off a
+// network stops getting new flows now. The full rebuild that the same
+// event triggers follows after the debounce, but it inspects containers,
+// and inspecting one that is being torn down can block for a second on a
+// busy engine: new flows would reach a backend that is going away all that
+// time. Only changes that take traffic away are applied here; anything
+// that adds traffic waits for the inspection.
+func (w *Watcher) fastPath(ev events.Message, why string) {
+	if !w.last.ok {
 		return
 	}
-	sig, _ := strconv.Atoi(ev.Actor.Attributes["signal"])
-	if !isStopSignal(sig, "") {
+	attrs := ev.Actor.Attributes
+	id := ev.Actor.ID
+	if ev.Type == events.NetworkEventType {
+		id = attrs["container"]
+	}
+	i := slices.IndexFunc(w.last.cs, func(c Container) bool { return c.ID == id })
+	if i < 0 {
 		return
 	}
-	i := slices.IndexFunc(w.last.cs, func(c Container) bool { return c.ID == ev.Actor.ID })
-	if i < 0 || w.last.cs[i].Stopping {
+	c := w.last.cs[i]
+	switch {
+	case ev.Type == events.NetworkEventType && ev.Action == events.ActionDisconnect:
+		j := slices.IndexFunc(c.Networks, func(e Endpoint) bool { return e.Network == attrs["name"] })
+		if j < 0 {
+			return
+		}
+		c.Networks = slices.Delete(slices.Clone(c.Networks), j, j+1)
+	case ev.Type != events.ContainerEventType:
+		return
+	case ev.Action == events.ActionKill:
+		k, ok := w.killed[id]
+		if !ok || c.Stopping || !isStopSignal(k.signal, w.stopSignal(id)) {
+			return
+		}
+		c.Stopping = true
+	case ev.Action == events.ActionDie:
+		if !c.Running && !c.Stopping {
+			return
+		}
+		c.Running, c.Stopping = false, false
+	case ev.Action == events.ActionPause:
+		if c.Paused {
+			return
+		}
+		c.Paused = true
+	case ev.Action == events.ActionHealthStatusUnhealthy:
+		if c.Health == string(container.Unhealthy) {
+			return
+		}
+		c.Health = string(container.Unhealthy)
+	default:
 		return
 	}
 	cs := slices.Clone(w.last.cs)
-	cs[i].Stopping = true
+	cs[i] = c
 	w.last.cs = cs
-	st, problems := w.build(w.last.self, cs, w.opts.LabelPrefix)
-	w.opts.OnState(st, w.last.self, problems, "kill "+cs[i].Name+" (drain before rebuild)")
+	w.handOver(cs, w.last.self, RebuildEvent, why+" (before rebuild)", true)
+}
+
+// stopSignal is a cached container's STOPSIGNAL, "" when unknown.
+func (w *Watcher) stopSignal(id string) string {
+	if c, ok := w.cache[id]; ok && c.ins.Config != nil {
+		return c.ins.Config.StopSignal
+	}
+	return ""
+}
+
+// handOver builds a state and gives it to OnState.
+func (w *Watcher) handOver(cs []Container, self Self, reason RebuildReason, detail string, fast bool) lbmodel.State {
+	st, problems := Build(self, cs, w.opts.Build)
+	w.opts.OnState(Update{State: st, Self: self, Problems: problems, Reason: reason, Detail: detail, Fast: fast, Containers: cs})
+	return st
 }
 
 // summarize joins event descriptions into one short why.
@@ -349,76 +588,114 @@ func summarize(reasons []string) string {
 	return fmt.Sprintf("%s (+%d more)", strings.Join(reasons[:show], ", "), len(reasons)-show)
 }
 
-// rebuild computes the desired state from scratch and hands it to OnState.
-// On error nothing is handed over: the last state stays applied.
-func (w *Watcher) rebuild(ctx context.Context, why string) error {
-	start := time.Now()
+// rebuild computes the desired state and hands it to OnState. full
+// re-inspects every container; otherwise only those events named, and new
+// ones. On error nothing is handed over: the last state stays applied.
+func (w *Watcher) rebuild(ctx context.Context, reason RebuildReason, detail string, full bool) (time.Duration, error) {
+	start := w.now()
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	self, err := w.Self(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	cs, err := w.containers(ctx)
+	if w.opts.Scope == ScopeProject && !w.scopeLog {
+		w.scopeLog = true
+		if self.Project != "" {
+			w.project = self.Project
+			w.log.WithField("project", w.project).Info("serving the containers of our own Compose project")
+		} else {
+			w.log.Info("not started by Compose: serving the containers of every project")
+		}
+	}
+	cs, inspected, err := w.containers(ctx, full || reason != RebuildEvent)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	st, problems := w.build(self, cs, w.opts.LabelPrefix)
 	w.last.ok, w.last.self, w.last.cs = true, self, cs
+	st := w.handOver(cs, self, reason, detail, false)
+	took := w.now().Sub(start)
 	lvl := logrus.DebugLevel
-	if why == WhyInitial || why == WhyReconnect {
+	if reason == RebuildInitial || reason == RebuildReconnect {
 		lvl = logrus.InfoLevel
 	}
 	w.log.WithFields(logrus.Fields{
-		"containers": len(cs), "services": len(st.Services), "problems": len(problems),
-		"took": time.Since(start).Round(time.Millisecond),
-	}).Logf(lvl, "docker state rebuilt (%s)", why)
-	w.opts.OnState(st, self, problems, why)
-	return nil
+		"containers": len(cs), "inspected": inspected, "services": len(st.Services),
+		"took": took.Round(time.Millisecond),
+	}).Logf(lvl, "docker state rebuilt (%s)", Update{Reason: reason, Detail: detail}.Why())
+	return took, nil
 }
 
-// isLive says whether a listed container can be a backend at all; only
-// those are inspected.
-func isLive(state container.ContainerState) bool {
-	switch state {
-	case container.StateRunning, container.StatePaused, container.StateRestarting:
-		return true
-	}
-	return false
-}
-
-// containers lists the live containers that carry our labels and inspects
-// each (health and per-network MAC are only in the inspection). The list is
-// sorted by name, then ID. The kill memory is pruned to live containers.
-func (w *Watcher) containers(ctx context.Context) ([]Container, error) {
-	list, err := w.cli.ContainerList(ctx, container.ListOptions{All: true})
-	if err != nil {
-		return nil, w.wrapErr("listing containers", err)
-	}
-	var ids []string
-	live := map[string]bool{}
-	for _, s := range list {
-		if !isLive(s.State) {
-			continue
+// killExpiry fires when the oldest remembered kill outlives its
+// container's stop timeout plus killGrace; nil when there is none.
+func (w *Watcher) killExpiry() <-chan time.Time {
+	var first time.Time
+	for id, k := range w.killed {
+		if t := k.at.Add(w.stopTimeout(id) + killGrace); first.IsZero() || t.Before(first) {
+			first = t
 		}
-		live[s.ID] = true
+	}
+	if first.IsZero() {
+		return nil
+	}
+	return time.After(max(0, first.Sub(w.now())) + time.Millisecond)
+}
+
+func (w *Watcher) stopTimeout(id string) time.Duration {
+	if c, ok := w.cache[id]; ok && c.ins.Config != nil && c.ins.Config.StopTimeout != nil {
+		return time.Duration(*c.ins.Config.StopTimeout) * time.Second
+	}
+	return defaultStopTimeout
+}
+
+// listFilters select, on the engine side, the containers that can be
+// backends: live ones, in scope.
+func (w *Watcher) listFilters() filters.Args {
+	f := filters.NewArgs(
+		filters.Arg("status", string(container.StateRunning)),
+		filters.Arg("status", string(container.StatePaused)),
+		filters.Arg("status", string(container.StateRestarting)),
+	)
+	for _, l := range w.labelFilters() {
+		f.Add("label", l)
+	}
+	return f
+}
+
+// containers lists the live containers in scope that carry our labels and
+// inspects those not cached, those events named, and, when full, every one
+// not inspected since the first full attempt of a failing streak: a rebuild
+// that times out on a big engine keeps what it inspected, so the retries
+// make progress. Health and per-network MAC are only in the inspection.
+// The list is sorted by name, then ID. The kill memory and the cache are
+// pruned to listed containers.
+func (w *Watcher) containers(ctx context.Context, full bool) ([]Container, int, error) {
+	if full && w.fullSince.IsZero() {
+		w.fullSince = w.now()
+	}
+	list, err := w.cli.ContainerList(ctx, container.ListOptions{Filters: w.listFilters()})
+	if err != nil {
+		return nil, 0, w.wrapErr("listing containers", err)
+	}
+	var ids, stale []string
+	listed := map[string]bool{}
+	for _, s := range list {
 		// Containers without any of our labels are none of our business
 		// and are not even inspected.
-		if len(ourLabels(s.Labels, w.opts.LabelPrefix)) > 0 {
-			ids = append(ids, s.ID)
+		if len(ourLabels(s.Labels, w.opts.LabelPrefix)) == 0 {
+			continue
+		}
+		listed[s.ID] = true
+		ids = append(ids, s.ID)
+		if c, ok := w.cache[s.ID]; !ok || w.dirty[s.ID] || full && c.at.Before(w.fullSince) {
+			stale = append(stale, s.ID)
 		}
 	}
-	for id := range w.killed {
-		if !live[id] {
-			delete(w.killed, id)
-		}
-	}
-
-	results := make([]*container.InspectResponse, len(ids))
-	errs := make([]error, len(ids))
+	results := make([]*container.InspectResponse, len(stale))
+	errs := make([]error, len(stale))
 	sem := make(chan struct{}, inspectParallelism)
 	var wg sync.WaitGroup
-	for i, id := range ids {
+	for i, id := range stale {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -434,16 +711,41 @@ func (w *Watcher) containers(ctx context.Context) ([]Container, error) {
 		}()
 	}
 	wg.Wait()
+	for i, id := range stale {
+		switch {
+		case results[i] != nil:
+			w.cache[id] = cached{ins: *results[i], at: w.now()}
+			delete(w.dirty, id)
+		case errs[i] == nil:
+			delete(w.cache, id)
+			delete(w.dirty, id)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, 0, err
+	}
+	for id := range w.cache {
+		if !listed[id] {
+			delete(w.cache, id)
+		}
+	}
+	for id := range w.killed {
+		if !listed[id] {
+			delete(w.killed, id)
+		}
+	}
+	clear(w.dirty)
+	if full {
+		w.fullSince = time.Time{}
 	}
 
 	out := make([]Container, 0, len(ids))
-	for _, ins := range results {
-		if ins == nil || ins.ContainerJSONBase == nil || ins.State == nil {
+	for _, id := range ids {
+		c, ok := w.cache[id]
+		if !ok || c.ins.ContainerJSONBase == nil || c.ins.State == nil {
 			continue
 		}
-		out = append(out, w.containerFromInspect(*ins))
+		out = append(out, w.containerFromInspect(c.ins))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Name != out[j].Name {
@@ -451,10 +753,13 @@ func (w *Watcher) containers(ctx context.Context) ([]Container, error) {
 		}
 		return out[i].ID < out[j].ID
 	})
-	return out, nil
+	return out, len(stale), nil
 }
 
-// containerFromInspect is the pure mapping of an inspection to a Container.
+// containerFromInspect maps an inspection to a Container, with what the
+// kill memory adds. A kill older than the container's start (a restart
+// whose events were lost) or older than its stop timeout plus killGrace
+// (a signal it ignored, or a death never reported) is forgotten.
 func (w *Watcher) containerFromInspect(ins container.InspectResponse) Container {
 	st := ins.State
 	c := Container{
@@ -466,19 +771,32 @@ func (w *Watcher) containerFromInspect(ins container.InspectResponse) Container 
 		Paused:   st.Paused,
 		Networks: endpointsOf(ins),
 	}
+	if t, err := time.Parse(time.RFC3339Nano, ins.Created); err == nil {
+		c.Created = t
+	}
 	if ins.Config != nil {
 		c.Labels = ins.Config.Labels
 	}
 	if st.Health != nil {
 		c.Health = string(st.Health.Status)
 	}
-	if sig, ok := w.killed[ins.ID]; ok && c.Running {
-		stopSignal := ""
-		if ins.Config != nil {
-			stopSignal = ins.Config.StopSignal
-		}
-		c.Stopping = isStopSignal(sig, stopSignal)
+	k, ok := w.killed[ins.ID]
+	if !ok {
+		return c
 	}
+	started, err := time.Parse(time.RFC3339Nano, st.StartedAt)
+	if err == nil && k.at.Before(started) || w.now().Sub(k.at) > w.stopTimeout(ins.ID)+killGrace {
+		delete(w.killed, ins.ID)
+		return c
+	}
+	if !c.Running {
+		return c
+	}
+	stopSignal := ""
+	if ins.Config != nil {
+		stopSignal = ins.Config.StopSignal
+	}
+	c.Stopping = isStopSignal(k.signal, stopSignal)
 	return c
 }
 

@@ -1,4 +1,4 @@
-package docker
+package docker_test
 
 // Tests against the real Docker engine. They need root (skip otherwise) and
 // a running engine (scripts/docker-engine.sh); as root a missing engine fails.
@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 
+	discovery "github.com/xdplb/xdplb/pkg/discovery/docker"
 	"github.com/xdplb/xdplb/pkg/lbmodel"
 	"github.com/xdplb/xdplb/test/dockerharness"
 )
@@ -33,19 +33,20 @@ type call struct {
 	n          int
 	at         time.Time
 	st         lbmodel.State
-	self       Self
-	problems   []Problem
+	self       discovery.Self
+	problems   []discovery.Problem
 	why        string
-	containers []Container
+	reason     discovery.RebuildReason
+	containers []discovery.Container
 }
 
-func (c call) container(name string) (Container, bool) {
+func (c call) container(name string) (discovery.Container, bool) {
 	for _, x := range c.containers {
 		if x.Name == name {
 			return x, true
 		}
 	}
-	return Container{}, false
+	return discovery.Container{}, false
 }
 
 // backend finds a container's backend in any service of the state.
@@ -90,24 +91,16 @@ func (c call) String() string {
 
 // recorder collects OnState calls.
 type recorder struct {
-	mu      sync.Mutex
-	calls   []call
-	pending []Container
-	wake    chan struct{}
+	mu    sync.Mutex
+	calls []call
+	wake  chan struct{}
 }
 
 func newRecorder() *recorder { return &recorder{wake: make(chan struct{}, 1)} }
 
-func (r *recorder) build(self Self, cs []Container, prefix string) (lbmodel.State, []Problem) {
+func (r *recorder) onState(u discovery.Update) {
 	r.mu.Lock()
-	r.pending = cs
-	r.mu.Unlock()
-	return Build(self, cs, prefix)
-}
-
-func (r *recorder) onState(st lbmodel.State, self Self, problems []Problem, why string) {
-	r.mu.Lock()
-	r.calls = append(r.calls, call{n: len(r.calls), at: time.Now(), st: st, self: self, problems: problems, why: why, containers: r.pending})
+	r.calls = append(r.calls, call{n: len(r.calls), at: time.Now(), st: u.State, self: u.Self, problems: u.Problems, why: u.Why(), reason: u.Reason, containers: u.Containers})
 	r.mu.Unlock()
 	select {
 	case r.wake <- struct{}{}:
@@ -172,7 +165,7 @@ func (l testLog) Write(p []byte) (int, error) {
 }
 
 // startWatcher runs a watcher until the test ends.
-func startWatcher(t *testing.T, opts WatcherOptions) (*recorder, *Watcher, *test.Hook) {
+func startWatcher(t *testing.T, opts discovery.WatcherOptions) (*recorder, *discovery.Watcher, *test.Hook) {
 	t.Helper()
 	rec := newRecorder()
 	logger := logrus.New()
@@ -181,21 +174,17 @@ func startWatcher(t *testing.T, opts WatcherOptions) (*recorder, *Watcher, *test
 	hook := test.NewLocal(logger)
 	opts.Log = logrus.NewEntry(logger)
 	opts.OnState = rec.onState
-	w, err := NewWatcher(opts)
+	w, err := discovery.NewWatcher(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.build = rec.build
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
+		case <-done:
 		case <-time.After(10 * time.Second):
 			t.Error("Run did not return after cancel")
 		}
@@ -209,20 +198,14 @@ func startWatcher(t *testing.T, opts WatcherOptions) (*recorder, *Watcher, *test
 // labelArgs are docker run flags making a container a backend of service svc
 // on port 80/tcp under the label prefix.
 func labelArgs(prefix, svc string) []string {
-	return []string{"--label", LabelKey(prefix, LabelEnable) + "=true", "--label", LabelKey(prefix, LabelService) + "=" + svc,
-		"--label", LabelKey(prefix, LabelListen) + "=80/tcp"}
+	return []string{"--label", discovery.LabelKey(prefix, discovery.LabelEnable) + "=true", "--label", discovery.LabelKey(prefix, discovery.LabelService) + "=" + svc,
+		"--label", discovery.LabelKey(prefix, discovery.LabelListen) + "=80/tcp"}
 }
 
 // brokenLabelArgs carry a label the builder must reject.
 func brokenLabelArgs(prefix, svc string) []string {
-	return []string{"--label", LabelKey(prefix, LabelEnable) + "=true", "--label", LabelKey(prefix, LabelService) + "=" + svc,
-		"--label", LabelKey(prefix, LabelListen) + "=notaport"}
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
+	return []string{"--label", discovery.LabelKey(prefix, discovery.LabelEnable) + "=true", "--label", discovery.LabelKey(prefix, discovery.LabelService) + "=" + svc,
+		"--label", discovery.LabelKey(prefix, discovery.LabelListen) + "=notaport"}
 }
 
 // engineCtx is for Engine API calls made by the tests themselves.
@@ -249,7 +232,7 @@ func TestWatcherRealEngine(t *testing.T) {
 	h.Run("plain", "--network", netA, bb)
 	h.Run("broken", append(append([]string{"--network", netA}, brokenLabelArgs(prefix, "bad")...), bb)...)
 
-	rec, w, _ := startWatcher(t, WatcherOptions{
+	rec, w, _ := startWatcher(t, discovery.WatcherOptions{
 		LabelPrefix: prefix,
 		SelfID:      selfID,
 		// Only events may drive these subtests: no periodic rescue.
@@ -257,7 +240,7 @@ func TestWatcherRealEngine(t *testing.T) {
 	})
 
 	t.Run("initial sync", func(t *testing.T) {
-		c := rec.waitFor(t, 0, "initial sync", 10*time.Second, func(c call) bool { return c.why == WhyInitial })
+		c := rec.waitFor(t, 0, "initial sync", 10*time.Second, func(c call) bool { return c.reason == discovery.RebuildInitial })
 		if c.n != 0 {
 			t.Errorf("initial sync is call #%d, want the first", c.n)
 		}
@@ -413,7 +396,7 @@ func TestWatcherRealEngine(t *testing.T) {
 			t.Errorf("self networks not sorted by name: %+v", c.self.Networks)
 		}
 		if s, err := w.Self(engineCtx(t)); err != nil || len(s.Networks) != 2 {
-			t.Errorf("Self() = %+v, %v", s, err)
+			t.Errorf("discovery.Self() = %+v, %v", s, err)
 		}
 		m = rec.mark()
 		h.Docker("network", "disconnect", netB, selfID)
@@ -503,9 +486,9 @@ func TestWatcherPeriodicResync(t *testing.T) {
 	h := dockerharness.New(t)
 	bb := h.BusyboxImage()
 	selfID := h.Run("self", bb)
-	rec, _, _ := startWatcher(t, WatcherOptions{LabelPrefix: strings.TrimSuffix(h.Prefix, "-"), SelfID: selfID, ResyncInterval: 300 * time.Millisecond})
-	c := rec.waitFor(t, 0, "a periodic resync", 10*time.Second, func(c call) bool { return c.why == WhyPeriodic })
-	rec.waitFor(t, c.n+1, "a second periodic resync", 10*time.Second, func(c call) bool { return c.why == WhyPeriodic })
+	rec, _, _ := startWatcher(t, discovery.WatcherOptions{LabelPrefix: strings.TrimSuffix(h.Prefix, "-"), SelfID: selfID, ResyncInterval: 300 * time.Millisecond})
+	c := rec.waitFor(t, 0, "a periodic resync", 10*time.Second, func(c call) bool { return c.reason == discovery.RebuildPeriodic })
+	rec.waitFor(t, c.n+1, "a second periodic resync", 10*time.Second, func(c call) bool { return c.reason == discovery.RebuildPeriodic })
 }
 
 // sockProxy stands between the watcher and the engine's socket, so a test
@@ -578,7 +561,7 @@ func TestWatcherReconnect(t *testing.T) {
 	p := &sockProxy{path: filepath.Join(t.TempDir(), "docker.sock"), target: target, conns: map[net.Conn]struct{}{}}
 	p.up(t)
 	t.Cleanup(p.down)
-	rec, _, hook := startWatcher(t, WatcherOptions{Host: "unix://" + p.path, LabelPrefix: prefix, SelfID: selfID, ResyncInterval: time.Hour})
+	rec, _, hook := startWatcher(t, discovery.WatcherOptions{Host: "unix://" + p.path, LabelPrefix: prefix, SelfID: selfID, ResyncInterval: time.Hour})
 	first := rec.waitFor(t, 0, "initial sync", 10*time.Second, func(c call) bool { _, ok := c.backend(h.Name("old")); return ok })
 
 	hook.Reset()
@@ -609,7 +592,7 @@ func TestWatcherReconnect(t *testing.T) {
 
 	m := rec.mark()
 	p.up(t)
-	c := rec.waitFor(t, m, "resync after reconnect", 10*time.Second, func(c call) bool { return c.why == WhyReconnect })
+	c := rec.waitFor(t, m, "resync after reconnect", 10*time.Second, func(c call) bool { return c.reason == discovery.RebuildReconnect })
 	if _, ok := c.backend(h.Name("new")); !ok {
 		t.Errorf("container started during the outage missing: %s", c)
 	}
@@ -624,7 +607,7 @@ func TestWatcherReconnect(t *testing.T) {
 	m = rec.mark()
 	p.up(t)
 	t0 := time.Now()
-	rec.waitFor(t, m, "second resync after reconnect", 10*time.Second, func(c call) bool { return c.why == WhyReconnect })
+	rec.waitFor(t, m, "second resync after reconnect", 10*time.Second, func(c call) bool { return c.reason == discovery.RebuildReconnect })
 	// (Generous bound for a loaded machine: without the reset the next retry
 	// would come 6.4 s later.)
 	if d := time.Since(t0); d > 3*time.Second {
@@ -632,27 +615,27 @@ func TestWatcherReconnect(t *testing.T) {
 	}
 }
 
-// Outside any container, with no SelfID, Self says so in one clear error.
+// Outside any container, with no SelfID, discovery.Self says so in one clear error.
 func TestSelfNotInContainer(t *testing.T) {
 	h := dockerharness.New(t)
-	if c := selfCandidates(); len(c) != 0 {
+	if c := discovery.SelfCandidates(); len(c) != 0 {
 		t.Skipf("this test process itself looks containerised (%+v)", c)
 	}
-	w, err := NewWatcher(WatcherOptions{Host: h.Client.DaemonHost(), OnState: func(lbmodel.State, Self, []Problem, string) {}})
+	w, err := discovery.NewWatcher(discovery.WatcherOptions{Host: h.Client.DaemonHost(), OnState: func(discovery.Update) {}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
 	_, err = w.Self(engineCtx(t))
-	if !errors.Is(err, ErrNotInContainer) || !strings.HasPrefix(err.Error(), "not running in a Docker container") {
-		t.Fatalf("Self outside a container: %v", err)
+	if !errors.Is(err, discovery.ErrNotInContainer) || !strings.HasPrefix(err.Error(), "not running in a Docker container") {
+		t.Fatalf("discovery.Self outside a container: %v", err)
 	}
 	t.Logf("error: %v", err)
 }
 
 // TestSelfInsideContainer runs this very test binary (static) inside a
 // container with the engine socket mounted and two networks, and checks
-// that Self finds the container from /proc/self/mountinfo (the hostname is
+// that discovery.Self finds the container from /proc/self/mountinfo (the hostname is
 // set to something that is not an ID) and maps each network to the local
 // interface with its MAC.
 func TestSelfInsideContainer(t *testing.T) {
@@ -690,7 +673,7 @@ func TestSelfInsideContainer(t *testing.T) {
 }
 
 func selfInsideContainer(t *testing.T) {
-	w, err := NewWatcher(WatcherOptions{Host: "unix:///var/run/docker.sock", OnState: func(lbmodel.State, Self, []Problem, string) {}})
+	w, err := discovery.NewWatcher(discovery.WatcherOptions{Host: "unix:///var/run/docker.sock", OnState: func(discovery.Update) {}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -720,11 +703,38 @@ func selfInsideContainer(t *testing.T) {
 		t.Logf("network %s -> %s (index %d) %s %s", ep.Network, ifc.Name, ep.IfIndex, ep.IP, ep.MAC)
 	}
 	src := "?"
-	if c := selfCandidates(); len(c) > 0 {
-		src = c[0].source
+	if c := discovery.SelfCandidates(); len(c) > 0 {
+		src = c[0].Source
 	}
 	fmt.Printf("SELF %s via %s\n", self.ContainerID, src)
 	if src != "/proc/self/mountinfo" {
 		t.Errorf("found via %s, want /proc/self/mountinfo", src)
 	}
+}
+
+// Failure mode 3 on the real engine: `docker kill -s TERM` to a process
+// that ignores SIGTERM (busybox sleep as PID 1) drains the container, and
+// once its stop timeout plus the grace has passed without a death it
+// serves again instead of staying drained for good.
+func TestWatcherIgnoredKillExpires(t *testing.T) {
+	h := dockerharness.New(t)
+	bb := h.BusyboxImage()
+	netA := h.Network("a")
+	prefix := strings.TrimSuffix(h.Prefix, "-")
+	selfID := h.Run("self", "--network", netA, bb)
+	h.Run("web", append(append([]string{"--network", netA, "--stop-timeout=1"}, labelArgs(prefix, "web")...), bb)...)
+	rec, _, _ := startWatcher(t, discovery.WatcherOptions{LabelPrefix: prefix, SelfID: selfID, ResyncInterval: time.Hour})
+	rec.waitFor(t, 0, "web serving", 10*time.Second, func(c call) bool { b, ok := c.backend(h.Name("web")); return ok && b.Weight > 0 })
+	m := rec.mark()
+	t0 := time.Now()
+	h.Docker("kill", "-s", "TERM", h.Name("web"))
+	rec.waitFor(t, m, "web drained", 10*time.Second, func(c call) bool { b, ok := c.backend(h.Name("web")); return ok && b.Weight == 0 })
+	c := rec.waitFor(t, m, "web serving again", 20*time.Second, func(c call) bool {
+		b, ok := c.backend(h.Name("web"))
+		return ok && b.Weight > 0 && time.Since(t0) > time.Second
+	})
+	if !h.Inspect(h.Name("web")).State.Running {
+		t.Fatal("web died: the test needs a process that ignores SIGTERM")
+	}
+	t.Logf("serving again %s after the ignored SIGTERM (%s)", time.Since(t0).Round(100*time.Millisecond), c.why)
 }

@@ -1,4 +1,4 @@
-package daemon
+package dataplane
 
 import (
 	"bufio"
@@ -8,12 +8,12 @@ import (
 	"strings"
 )
 
-// programHeld reports whether any live process holds an fd of the BPF
+// ProgramHeld reports whether any live process holds an fd of the BPF
 // program with this id. An xdplb that died without detaching leaves its
 // program attached (the interface holds it, no process does); a running
 // xdplb holds its program's fd. That is how we tell a stale program of ours,
 // safe to replace, from another instance's, which is not.
-func programHeld(id uint32) bool {
+func ProgramHeld(id uint32) bool {
 	want := fmt.Sprintf("prog_id:\t%d", id)
 	self := fmt.Sprint(os.Getpid())
 	infos, _ := filepath.Glob("/proc/[0-9]*/fdinfo/*")

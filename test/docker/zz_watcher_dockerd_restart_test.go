@@ -1,4 +1,4 @@
-package docker
+package docker_test
 
 import (
 	"os"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	discovery "github.com/xdplb/xdplb/pkg/discovery/docker"
 	"github.com/xdplb/xdplb/test/dockerharness"
 )
 
@@ -34,7 +35,7 @@ func TestWatcherZZDockerdRestart(t *testing.T) {
 			t.Errorf("engine not back after the test: %v\n%s", err, out)
 		}
 	})
-	rec, _, hook := startWatcher(t, WatcherOptions{LabelPrefix: prefix, SelfID: selfID, ResyncInterval: time.Hour})
+	rec, _, hook := startWatcher(t, discovery.WatcherOptions{LabelPrefix: prefix, SelfID: selfID, ResyncInterval: time.Hour})
 	rec.waitFor(t, 0, "web serving", 10*time.Second, func(c call) bool { _, ok := c.backend(h.Name("web")); return ok })
 
 	pidb, err := os.ReadFile("/var/run/docker.pid")
@@ -53,7 +54,7 @@ func TestWatcherZZDockerdRestart(t *testing.T) {
 	if out, err := exec.Command("bash", filepath.Join(root, "scripts/docker-engine.sh")).CombinedOutput(); err != nil {
 		t.Fatalf("restarting the engine: %v\n%s", err, out)
 	}
-	c := rec.waitFor(t, m, "resync after reconnect", 30*time.Second, func(c call) bool { return c.why == WhyReconnect })
+	c := rec.waitFor(t, m, "resync after reconnect", 30*time.Second, func(c call) bool { return c.reason == discovery.RebuildReconnect })
 	// The engine restarts restart=always containers shortly after it answers.
 	rec.waitFor(t, c.n, "web serving again", 110*time.Second, func(c call) bool { _, ok := c.backend(h.Name("web")); return ok })
 	for _, e := range hook.AllEntries() {
