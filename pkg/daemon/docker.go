@@ -39,7 +39,6 @@ func newDockerSource(cfg Config, log *logrus.Logger, engine docker.Engine) (*doc
 		LabelPrefix: cfg.LabelPrefix,
 		Build: docker.BuildOptions{
 			MetricsPort: httpPort(cfg.HTTPAddr),
-			SNATPortMin: cfg.SNATPortMin, SNATPortMax: cfg.SNATPortMax,
 		},
 		Scope:          cfg.Scope,
 		Constraints:    cfg.Constraints,

@@ -18,11 +18,10 @@ func TestBrokenLabelsReportedOnce(t *testing.T) {
 		{name: "negweight", label: "xdplb.weight", value: "-3"},
 		{name: "badproto", label: "xdplb.listen", value: "80/sctp"},
 		// What labels may not ask for: past the documented limits, or the
-		// balancer's own ports (its --http-addr, its --snat-ports range).
+		// balancer's own port (its --http-addr).
 		{name: "heavy", label: "xdplb.weight", value: "1000"},
 		{name: "wide", label: "xdplb.listen", value: "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17"},
 		{name: "metricsport", label: "xdplb.listen", value: "9180:8080/tcp"},
-		{name: "snatport", label: "xdplb.listen", value: "20000:8080/tcp"},
 	}
 	start := func(b *broken) {
 		// The broken label comes last, overriding the good default.

@@ -111,10 +111,6 @@ type BuildOptions struct {
 	// MetricsPort is the balancer's own TCP port (/metrics, /healthz); 0
 	// for none. A service listening there would hide it.
 	MetricsPort uint16
-	// SNATPortMin..SNATPortMax are the source ports the balancer uses
-	// towards backends on its own addresses, which are the VIPs: a listen
-	// port in that range would be mistaken for a backend's reply.
-	SNATPortMin, SNATPortMax uint16
 	// QualifyByProject: when containers of several Compose projects name
 	// the same service, each becomes PROJECT_SERVICE instead of merging
 	// (a balancer serving the whole engine).
@@ -149,8 +145,8 @@ func older(a, b *candidate) int {
 // Rules, beyond what the labels say:
 //   - self is never a backend. Containers neither running nor stopping are
 //     silently left out (they are not backends, and not a mistake).
-//   - A listen port that is the balancer's own (MetricsPort) or inside its
-//     SNAT range is refused with one error for the container.
+//   - A listen port that is the balancer's own (MetricsPort) is refused
+//     with one error for the container.
 //   - The network the LB reaches a container on is <prefix>.network, else
 //     the first (by name) network both share with IPv4 addresses on both
 //     sides. None: Problem naming both sides' networks.
@@ -395,10 +391,6 @@ func reservedPort(ports []lbmodel.Port, opts BuildOptions) (string, bool) {
 	for _, p := range ports {
 		if opts.MetricsPort != 0 && p.Listen == opts.MetricsPort && p.Proto == lbmodel.TCP {
 			return fmt.Sprintf("listen port %d/tcp is the load balancer's own (--http-addr)", p.Listen), true
-		}
-		if opts.SNATPortMin != 0 && p.Listen >= opts.SNATPortMin && p.Listen <= opts.SNATPortMax {
-			return fmt.Sprintf("listen port %d/%s is inside the load balancer's source-NAT range %d-%d (--snat-ports)",
-				p.Listen, p.Proto, opts.SNATPortMin, opts.SNATPortMax), true
 		}
 	}
 	return "", false

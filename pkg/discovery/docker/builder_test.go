@@ -622,7 +622,7 @@ func TestBuildProblemSeverity(t *testing.T) {
 // What labels may not ask for: each refusal is one error for the container,
 // naming the label and its value; its neighbours serve.
 func TestBuildLabelSafety(t *testing.T) {
-	opts := BuildOptions{MetricsPort: 9180, SNATPortMin: 10000, SNATPortMax: 32767}
+	opts := BuildOptions{MetricsPort: 9180}
 	var many []string
 	for p := 1; p <= MaxListenPorts+1; p++ {
 		many = append(many, fmt.Sprint(p))
@@ -632,16 +632,18 @@ func TestBuildLabelSafety(t *testing.T) {
 		ctr("a2", "heavy", 4, lbls("xdplb.listen", "81", "xdplb.weight", fmt.Sprint(MaxWeight+1))),
 		ctr("a3", "wide", 5, lbls("xdplb.listen", strings.Join(many, ","))),
 		ctr("a4", "metrics", 6, lbls("xdplb.listen", "9180:80")),
+		// Inside the SNAT range (1024-60999 by default) is fine: a client's
+		// packet to a listen port can only match a flow's reply entry if
+		// the client is that flow's backend, sending from its target port.
 		ctr("a5", "snat", 7, lbls("xdplb.listen", "82,10000/udp")),
 	}
 	st, problems := Build(testSelf, cs, opts)
-	if len(st.Services) != 3 || st.Services[0].Name != "ok" {
+	if len(st.Services) != 5 || st.Services[0].Name != "ok" || st.Services[3].Name != "snat" {
 		t.Errorf("services:\n%s", dump(st.Services))
 	}
 	checkProblems(t, problems, []wantProblem{
 		{"a2", "xdplb.weight", fmt.Sprintf("above the maximum of %d", MaxWeight)},
 		{"a4", "xdplb.listen", "9180/tcp is the load balancer's own"},
-		{"a5", "xdplb.listen", "10000/udp is inside the load balancer's source-NAT range 10000-32767"},
 		{"a3", "xdplb.listen", fmt.Sprintf("%d listen ports; at most %d", MaxListenPorts+1, MaxListenPorts)},
 	})
 }
