@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -274,7 +275,29 @@ func (d *Daemon) attach(it netif.Interface) error {
 	d.attached[it.Index] = it
 	d.modes[it.Index] = mode
 	d.log.WithFields(logrus.Fields{"interface": it.Name, "ifindex": it.Index, "ip": it.Addr.String(), "mac": it.MAC.String(), "mode": string(mode), "why": why}).Info("xdp attached")
+	if len(d.attached) > 1 {
+		d.ensureForwarding()
+	}
 	return nil
+}
+
+// ensureForwarding lets the kernel forward what the program hands it
+// between two of our networks: rewritten frames longer than the egress MTU
+// (GSO super-packets, which a redirect would drop; bpf/mtu.h). One network
+// needs none of it: the program sends everything back out with XDP_TX.
+func (d *Daemon) ensureForwarding() {
+	var names []string
+	for _, it := range d.attached {
+		names = append(names, it.Name)
+	}
+	sort.Strings(names)
+	changed, err := netif.EnsureSysctls(netif.ForwardingSysctls(names))
+	if len(changed) > 0 {
+		d.log.WithField("sysctls", strings.Join(changed, ",")).Info("set for frames larger than the egress MTU between networks: the kernel forwards them")
+	}
+	if err != nil {
+		d.log.WithError(err).Warn("frames larger than the egress MTU between networks (bulk transfers with GSO) will be dropped; set these sysctls in the balancer's namespace (Compose: `sysctls:`)")
+	}
 }
 
 // attachOnce attaches in one mode. Without --force it still replaces an
