@@ -44,9 +44,10 @@
 #define TCP_OPT_MAX 40   /* 60-byte header minus the 20-byte base */
 #define IP_TCP_HDRS 40   /* IPv4 + TCP without options: MTU - MSS */
 
-/* Whether the frame fits the MTU of ifindex the way a redirect judges it
- * (MTU + L2 header + one VLAN tag). An unknown ifindex "fits": the redirect
- * then fails and says so itself. */
+/* Whether the frame fits the MTU of ifindex (MTU + L2 header; a redirect
+ * would allow 4 bytes more, for a VLAN tag, so this never sends to the
+ * kernel a frame the redirect could have taken, bar those 4 bytes). An
+ * unknown ifindex "fits": the redirect then fails and says so itself. */
 static __always_inline int mtu_fits(struct xdp_md *ctx, __u32 ifindex)
 {
 	__u32 mtu = 0;

@@ -291,7 +291,7 @@ func (tn *twoNet) startDaemon(t *testing.T, mode string) *daemon {
 // returns MB/s down and up.
 func bulk(t *testing.T, c *Node, what, base string) (down, up float64) {
 	t.Helper()
-	hc := c.HTTPClient(false, 180*time.Second)
+	hc := c.HTTPClient(false, 60*time.Second)
 	ctx := context.Background()
 	_, down, err := download(ctx, hc, base, transferSize)
 	if err != nil {
