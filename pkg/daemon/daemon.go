@@ -75,6 +75,10 @@ type Daemon struct {
 	rec      *reconcile.Reconciler
 	attached map[int]netif.Interface // by ifindex
 	modes    map[int]netif.Mode
+	// autoMode is the mode --xdp-mode=auto chose for every interface
+	// ("" until chosen), and autoWhy why.
+	autoMode netif.Mode
+	autoWhy  string
 
 	ready atomic.Bool // XDP attached and first sync applied
 	flows atomic.Int64
@@ -133,6 +137,9 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 	defer d.shutdown()
 	d.rec = reconcile.New(dp, d, log.WithField("component", "reconcile"), reconcile.Options{MaxServices: cfg.MaxServices, MaxBackends: cfg.MaxBackends})
 
+	if cfg.XDPMode == netif.ModeAuto && len(ifaces) > 1 {
+		d.autoMode, d.autoWhy = netif.ChooseModeAll(ifaces, cfg.XDPMode)
+	}
 	for _, it := range ifaces {
 		if err := d.attach(it); err != nil {
 			return err
@@ -262,7 +269,10 @@ func (d *Daemon) attach(it netif.Interface) error {
 		d.attached[it.Index] = it // address changed; program stays
 		return nil
 	}
-	mode, why := netif.ChooseMode(it, d.cfg.XDPMode)
+	mode, why := netif.ChooseModeAll([]netif.Interface{it}, d.cfg.XDPMode)
+	if d.autoMode != "" {
+		mode, why = d.autoMode, d.autoWhy
+	}
 	err := d.attachOnce(it, mode)
 	if err != nil && d.cfg.XDPMode == netif.ModeAuto && mode == netif.ModeNative {
 		d.log.WithError(err).WithField("interface", it.Name).Warn("native XDP refused; falling back to generic")
@@ -274,7 +284,15 @@ func (d *Daemon) attach(it netif.Interface) error {
 	}
 	d.attached[it.Index] = it
 	d.modes[it.Index] = mode
-	d.log.WithFields(logrus.Fields{"interface": it.Name, "ifindex": it.Index, "ip": it.Addr.String(), "mac": it.MAC.String(), "mode": string(mode), "why": why}).Info("xdp attached")
+	if d.cfg.XDPMode == netif.ModeAuto && (d.autoMode == "" || len(d.attached) == 1) && mode != d.autoMode {
+		// What the first interface really got is the mode for all:
+		// later ones (a network connected at run time) take it too,
+		// as the program runs in one mode only.
+		d.autoMode, d.autoWhy = mode, "the mode of the interface attached first ("+why+")"
+	}
+	d.log.WithFields(logrus.Fields{"interface": it.Name, "ifindex": it.Index, "ip": it.Addr.String(), "mac": it.MAC.String(),
+		"hook": "xdp", "mode": string(mode), "why": why,
+		"oversize": "frames longer than another network's MTU (GSO) are forwarded by the kernel after the rewrite"}).Info("xdp attached")
 	if len(d.attached) > 1 {
 		d.ensureForwarding()
 	}
