@@ -29,10 +29,16 @@ func ForwardingSysctls(ifaces []string) []Sysctl {
 	out := []Sysctl{{Name: "net.ipv4.ip_forward", Want: "1"}}
 	for _, it := range ifaces {
 		out = append(out,
-			Sysctl{Name: "net.ipv4.conf." + it + ".accept_local", Want: "1"},
+			// accept_local is on if either "all" or the interface says so.
+			Sysctl{Name: "net.ipv4.conf." + it + ".accept_local", Want: "1", ok: func(string) bool { return readSysctl("net.ipv4.conf.all.accept_local") == "1" }},
 			Sysctl{Name: "net.ipv4.conf." + it + ".rp_filter", Want: "2", ok: func(cur string) bool { return cur != "1" }})
 	}
 	return out
+}
+
+func readSysctl(name string) string {
+	raw, _ := os.ReadFile(sysctlPath(name))
+	return strings.TrimSpace(string(raw))
 }
 
 func sysctlPath(name string) string {
