@@ -16,22 +16,24 @@ import (
 // run: keep-alive requests/s and new connections/s (wrk, from both clients
 // at once) and 100 MB each way (verified), in one network and across two,
 // in rounds that rotate the order of the paths; it logs medians as ratios
-// to direct. Opt-in, as it takes minutes: XDPLB_FIGURES=1 (rounds: 3, or
-// XDPLB_FIGURES=N). XDPLB_BASE_BIN=path/to/xdplb adds that binary as path
-// "before" (generic mode), for a comparison with an earlier build. Fails
+// to direct. Opt-in, as it takes minutes: XDPLB_FIGURES=N rounds (3 gives
+// a median). XDPLB_BASE_BIN=path/to/xdplb adds that binary as path
+// "before" (in XDPLB_BASE_MODE, generic by default), for a comparison with
+// an earlier build. Fails
 // when a request fails or a transfer is wrong on any path but "before".
 func TestPathFigures(t *testing.T) {
 	rounds, err := strconv.Atoi(os.Getenv("XDPLB_FIGURES"))
 	if err != nil || rounds < 1 {
-		t.Skip("set XDPLB_FIGURES=1 (or the number of rounds) to measure")
-	}
-	if rounds == 1 {
-		rounds = 3
+		t.Skip("set XDPLB_FIGURES=N (rounds; 3 gives a median) to measure")
 	}
 	tn := newTwoNet(t, 2, 1500)
 	paths := []path{tn.directPath(), tn.iptablesPath(), tn.xdplbPath("generic"), tn.xdplbPath("native")}
 	if base := os.Getenv("XDPLB_BASE_BIN"); base != "" {
-		p := tn.xdplbPath("generic")
+		mode := os.Getenv("XDPLB_BASE_MODE")
+		if mode == "" {
+			mode = "generic"
+		}
+		p := tn.xdplbPath(mode)
 		p.name = "before"
 		up := p.up
 		p.up = func(t *testing.T) (string, string) {
