@@ -229,6 +229,10 @@ func (tn *twoNet) iptablesPath() path {
 
 // xdplbPath runs bin/xdplb on both interfaces in one mode.
 func (tn *twoNet) xdplbPath(mode string) path {
+	return tn.xdplbPathPorts(mode, "10000-32767")
+}
+
+func (tn *twoNet) xdplbPathPorts(mode, snatPorts string) path {
 	var d *daemon
 	var m0 metrics
 	lb := tn.topo.LB
@@ -239,7 +243,7 @@ func (tn *twoNet) xdplbPath(mode string) path {
 				tn.attachPassXDP(t, lb.Role)
 				tn.attachPassXDP(t, lbBackPort)
 			}
-			d = tn.startDaemon(t, mode)
+			d = tn.startDaemon(t, mode, snatPorts)
 			m0 = d.scrape(t)
 			return fmt.Sprintf("http://%s:%d/", lb.IP, oneNetPort), fmt.Sprintf("http://%s:%d/", lb.IP, twoNetPort)
 		},
@@ -263,7 +267,7 @@ func (tn *twoNet) xdplbPath(mode string) path {
 	}
 }
 
-func (tn *twoNet) startDaemon(t *testing.T, mode string) *daemon {
+func (tn *twoNet) startDaemon(t *testing.T, mode, snatPorts string) *daemon {
 	t.Helper()
 	lb := tn.topo.LB
 	cfg := filepath.Join(t.TempDir(), "xdplb.conf")
@@ -276,7 +280,7 @@ func (tn *twoNet) startDaemon(t *testing.T, mode string) *daemon {
 	}
 	args := []string{"run", "--discovery=static", "--interface=eth0", "--interface=eth1",
 		"--service=web=80:8080/tcp", "--config-file=" + cfg, "--xdp-mode=" + mode,
-		"--log-level=debug", "--log-format=text", "--http-addr=" + metricsAddr}
+		"--log-level=debug", "--log-format=text", "--http-addr=" + metricsAddr, "--snat-ports=" + snatPorts}
 	d := &daemon{xdpMode: mode, cfgPath: cfg, lb: lb}
 	d.proc = tn.topo.Start(t, lb, "xdplb "+mode, binPath(t, "xdplb"), args...)
 	t.Cleanup(func() { d.proc.Stop(10 * time.Second) })
