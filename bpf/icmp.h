@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * ICMP errors about flows we forwarded, translated for the client.
+ * ICMP errors about flows we forwarded, translated for whoever sent the
+ * packet they quote.
  *
  * A backend (or a router on the way to it) that cannot take a packet we
  * sent answers with an ICMP error to the SNAT address, quoting our packet:
@@ -9,9 +10,12 @@
  * (type 3 code 4) and its connection would hang. The quoted tuple, reversed,
  * is the flow's ct_rev key.
  *
- * Errors the other way (a client's ICMP error about our reply) are not
- * translated: they reach the local stack and are ignored there, and the
- * backend's TCP recovers by retransmission.
+ * The other way round, a router on the client's path that cannot take our
+ * reply answers to the VIP, quoting vip:vport -> client:cport; reversed,
+ * that is the flow's ct_fwd key. The error goes to the backend as if it had
+ * been sent from the SNAT address about the backend's own packet, so that
+ * the backend's PMTU discovery lowers its MSS towards us, as the kernel's
+ * own NAT does it.
  */
 #ifndef XDPLB_ICMP_H
 #define XDPLB_ICMP_H
@@ -27,18 +31,21 @@
 #define QUOTED_TCP_CSUM_OFF 16
 #define QUOTED_UDP_CSUM_OFF 6
 
-/*
- * Find the tracked flow an ICMP error quotes. Returns its ct_rev entry and
- * sets *inner / *ports, or NULL when the message is not an error about one
- * of our flows.
- */
-static __always_inline struct ct_rev *icmp_quoted_flow(const struct packet *pkt,
-							struct iphdr **inner, __u16 **ports,
-							__u32 *ports_off)
+/* What an ICMP error quotes: the IPv4 header and the ports of the packet
+ * that failed. key is that packet's tuple reversed. */
+struct icmp_quote {
+	union flow_key_words key;
+	struct iphdr *in;
+	__u16 *ports;
+	__u32 ports_off; /* of ports, from the outer IP header */
+};
+
+/* Fill *q and return 1 when the message is an error that quotes a TCP or
+ * UDP packet with its ports; return 0 otherwise. */
+static __always_inline int icmp_parse_quote(const struct packet *pkt, struct icmp_quote *q)
 {
 	struct icmphdr *icmp = pkt->l4;
 	void *data_end = pkt->data_end;
-	union flow_key_words rk;
 	struct iphdr *in;
 	__u32 in_len;
 	__u16 *p;
@@ -63,11 +70,11 @@ static __always_inline struct ct_rev *icmp_quoted_flow(const struct packet *pkt,
 	    pkt->l4_off + sizeof(*icmp) + in_len + 8 > pkt->ip_len)
 		return 0;
 
-	flow_key_set(&rk, in->daddr, in->saddr, p[1], p[0], in->protocol);
-	*inner = in;
-	*ports = p;
-	*ports_off = pkt->l4_off + sizeof(*icmp) + in_len;
-	return bpf_map_lookup_elem(&ct_rev, &rk);
+	flow_key_set(&q->key, in->daddr, in->saddr, p[1], p[0], in->protocol);
+	q->in = in;
+	q->ports = p;
+	q->ports_off = pkt->l4_off + sizeof(*icmp) + in_len;
+	return 1;
 }
 
 /* Update the quoted L4 checksum at `off` into the quoted L4 header, if the
@@ -92,38 +99,71 @@ static __always_inline __u64 icmp_fix_quoted_l4(const struct packet *pkt, __u16 
 }
 
 /*
- * Rewrite the error as the client must see it: from the VIP to the client,
- * quoting the client's own packet (client:cport -> vip:vport). Every
- * changed word of the quote goes into the ICMP checksum's diff; the quote's
- * IP checksum and, if quoted, its L4 checksum are kept consistent too, as
- * the client's stack checks neither but tools and middleboxes may.
+ * Rewrite the quote to saddr:sport -> daddr:dport and the outer header to
+ * o_saddr -> o_daddr. Every changed word of the quote goes into the ICMP
+ * checksum's diff; the quote's IP checksum and, if quoted, its L4 checksum
+ * are kept consistent too, as the receiving stack checks neither but tools
+ * and middleboxes may. The quoted packet crossed a wire, so its L4
+ * checksum is a full one.
  */
-static __always_inline void icmp_nat_to_client(const struct packet *pkt, const struct ct_rev *rev,
-					       struct iphdr *in, __u16 *ports, __u32 ports_off)
+static __always_inline void icmp_nat(const struct packet *pkt, const struct icmp_quote *q,
+				     __u32 saddr, __u32 daddr, __u16 sport, __u16 dport,
+				     __u32 o_saddr, __u32 o_daddr)
 {
 	struct icmphdr *icmp = pkt->l4;
+	struct iphdr *in = q->in;
+	__u16 *ports = q->ports;
 	__u64 addr_diff, port_diff, icmp_diff;
 	__u16 old_check;
 
 	if ((void *)(in + 1) > pkt->data_end || (void *)(ports + 2) > pkt->data_end)
-		return; /* checked by icmp_quoted_flow; for the verifier */
+		return; /* checked by icmp_parse_quote; for the verifier */
 
 	old_check = in->check;
-	addr_diff = nat_l3(in, rev->client_ip, rev->vip);
-	port_diff = csum_diff16(ports[0], rev->client_port) + csum_diff16(ports[1], rev->vport);
-	ports[0] = rev->client_port;
-	ports[1] = rev->vport;
+	addr_diff = nat_l3(in, saddr, daddr);
+	port_diff = csum_diff16(ports[0], sport) + csum_diff16(ports[1], dport);
+	ports[0] = sport;
+	ports[1] = dport;
 	icmp_diff = addr_diff + port_diff + csum_diff16(old_check, in->check);
 
 	if (in->protocol == IPPROTO_TCP)
-		icmp_diff += icmp_fix_quoted_l4(pkt, ports, ports_off, QUOTED_TCP_CSUM_OFF,
+		icmp_diff += icmp_fix_quoted_l4(pkt, ports, q->ports_off, QUOTED_TCP_CSUM_OFF,
 						IPPROTO_TCP, addr_diff + port_diff);
 	else
-		icmp_diff += icmp_fix_quoted_l4(pkt, ports, ports_off, QUOTED_UDP_CSUM_OFF,
+		icmp_diff += icmp_fix_quoted_l4(pkt, ports, q->ports_off, QUOTED_UDP_CSUM_OFF,
 						IPPROTO_UDP, addr_diff + port_diff);
 
 	icmp->checksum = csum_replace(icmp->checksum, icmp_diff);
-	nat_l3(pkt->ip, rev->vip, rev->client_ip);
+	nat_l3(pkt->ip, o_saddr, o_daddr);
+}
+
+/* As the client must see it: from the VIP to the client, quoting the
+ * client's own packet (client:cport -> vip:vport). */
+static __always_inline void icmp_nat_to_client(const struct packet *pkt, const struct ct_rev *rev,
+					       const struct icmp_quote *q)
+{
+	icmp_nat(pkt, q, rev->client_ip, rev->vip, rev->client_port, rev->vport, rev->vip,
+		 rev->client_ip);
+}
+
+/*
+ * As the backend must see it: from the SNAT address to the backend, quoting
+ * the backend's own packet (backend:bport -> snat_ip:snat_port). Returns the
+ * backend, or NULL (nothing rewritten) when its slot no longer holds a
+ * usable backend.
+ */
+static __always_inline const struct backend *icmp_nat_to_backend(const struct packet *pkt,
+								  const struct ct_fwd *fwd,
+								  const struct icmp_quote *q)
+{
+	__u32 id = fwd->backend_id;
+	const struct backend *be = bpf_map_lookup_elem(&backends, &id);
+
+	if (!be || !(be->flags & XDPLB_BACKEND_F_ACTIVE) || !(be->flags & XDPLB_BACKEND_F_IFACE))
+		return 0;
+	icmp_nat(pkt, q, be->ip, fwd->snat_ip, fwd->backend_port, fwd->snat_port, fwd->snat_ip,
+		 be->ip);
+	return be;
 }
 
 #endif /* XDPLB_ICMP_H */

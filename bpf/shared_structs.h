@@ -235,6 +235,8 @@ enum xdplb_reason {
 	XDPLB_R_ICMP_ERROR_TO_CLIENT, /* ICMP error about a tracked flow, translated */
 	XDPLB_R_PASS_ICMP,          /* ICMP not about a tracked flow */
 	XDPLB_R_DROP_BACKEND_GONE,  /* tracked flow whose backend no longer exists and cannot be re-picked */
+	XDPLB_R_PASS_TOO_BIG,       /* rewritten, but longer than the egress MTU: the kernel forwards it (bpf/mtu.h) */
+	XDPLB_R_ICMP_ERROR_TO_BACKEND, /* ICMP error about a reply to a client, translated for the backend */
 	XDPLB_R_MAX,
 };
 

@@ -10,8 +10,9 @@
  * the kernel at once; a tracked client flow is forwarded (ct_fwd); a
  * tracked backend reply is translated back (ct_rev); the first packet of a
  * flow to a service picks a backend by Maglev and claims a SNAT port,
- * the client's own source port when it is free; ICMP
- * errors about tracked flows are translated for the client. Everything else
+ * the client's own source port when it is free; ICMP errors about tracked
+ * flows are translated for the client, or for the backend when they quote
+ * a reply. Everything else
  * goes to the kernel untouched. Every verdict bumps exactly one `reasons`
  * counter.
  *
@@ -37,14 +38,23 @@
 #include "conntrack.h"
 #include "nat.h"
 #include "icmp.h"
+#include "mtu.h"
 
-/* Send out of `ifindex`: straight back out when it is where the packet came
- * in (XDP_TX, no redirect machinery), else through bpf_redirect. */
-static __always_inline int egress(struct xdp_md *ctx, __u32 ifindex)
+/* Send a packet whose L3/L4 rewrite is done out of `ifindex`, from L2
+ * source smac to dmac, counted as `reason`: straight back out when it is
+ * where the packet came in (XDP_TX, no redirect machinery), else through
+ * bpf_redirect, unless it is too long for that interface (bpf/mtu.h). */
+static __always_inline int egress(struct xdp_md *ctx, struct ethhdr *eth, __u32 ifindex,
+				  const __u8 *dmac, const __u8 *smac, __u32 reason)
 {
-	if (ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
-	return bpf_redirect(ifindex, 0);
+	if (ifindex == ctx->ingress_ifindex) {
+		nat_l2(eth, dmac, smac);
+		return verdict(reason, XDP_TX);
+	}
+	if (!mtu_fits(ctx, ifindex))
+		return mtu_pass_to_stack(ctx, eth);
+	nat_l2(eth, dmac, smac);
+	return verdict(reason, bpf_redirect(ifindex, 0));
 }
 
 static __always_inline int complete_partial(const struct lb_config *cfg)
@@ -60,11 +70,11 @@ static __always_inline int forward_to_backend(struct xdp_md *ctx, struct packet 
 {
 	const struct backend *be = t->be;
 
+	mss_clamp(ctx, pkt, csum, be->ifindex);
 	nat_l3l4(ctx, pkt, t->snat_ip, be->ip, t->snat_port, t->backend_port, csum,
 		 complete_partial(cfg));
-	nat_l2(pkt->eth, be->mac, be->lb_mac);
 	count_flow_packet(t->svc_id, t->backend_id, pkt->len, reason == XDPLB_R_FWD_NEW_FLOW);
-	return verdict(reason, egress(ctx, be->ifindex));
+	return egress(ctx, pkt->eth, be->ifindex, be->mac, be->lb_mac, reason);
 }
 
 static __always_inline int reply_to_client(struct xdp_md *ctx, struct packet *pkt,
@@ -75,28 +85,40 @@ static __always_inline int reply_to_client(struct xdp_md *ctx, struct packet *pk
 
 	ct_rev_use(rev, pkt, cfg, now);
 	csum = l4_csum_kind(ctx, pkt, &rev->csum_kind, CSUM_SIDE_BACKEND, complete_partial(cfg));
+	mss_clamp(ctx, pkt, csum, rev->client_ifindex);
 	nat_l3l4(ctx, pkt, rev->vip, rev->client_ip, rev->vport, rev->client_port, csum,
 		 complete_partial(cfg));
-	nat_l2(pkt->eth, rev->client_mac, rev->lb_mac);
 	count_flow_packet(rev->svc_id, rev->backend_id, pkt->len, 0);
-	return verdict(XDPLB_R_REPLY, egress(ctx, rev->client_ifindex));
+	return egress(ctx, pkt->eth, rev->client_ifindex, rev->client_mac, rev->lb_mac,
+		      XDPLB_R_REPLY);
 }
 
 static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *pkt)
 {
-	struct iphdr *inner = 0;
-	__u16 *ports = 0;
-	__u32 ports_off = 0;
+	const struct backend *be;
+	struct icmp_quote q;
 	struct ct_rev *rev;
+	struct ct_fwd *fwd;
 
-	rev = icmp_quoted_flow(pkt, &inner, &ports, &ports_off);
-	if (!rev || !inner || !ports)
+	if (!icmp_parse_quote(pkt, &q))
 		return verdict(XDPLB_R_PASS_ICMP, XDP_PASS);
 
-	icmp_nat_to_client(pkt, rev, inner, ports, ports_off);
-	nat_l2(pkt->eth, rev->client_mac, rev->lb_mac);
-	count_flow_packet(rev->svc_id, rev->backend_id, pkt->len, 0);
-	return verdict(XDPLB_R_ICMP_ERROR_TO_CLIENT, egress(ctx, rev->client_ifindex));
+	rev = bpf_map_lookup_elem(&ct_rev, &q.key);
+	if (rev) {
+		icmp_nat_to_client(pkt, rev, &q);
+		count_flow_packet(rev->svc_id, rev->backend_id, pkt->len, 0);
+		return egress(ctx, pkt->eth, rev->client_ifindex, rev->client_mac, rev->lb_mac,
+			      XDPLB_R_ICMP_ERROR_TO_CLIENT);
+	}
+	fwd = bpf_map_lookup_elem(&ct_fwd, &q.key);
+	if (!fwd)
+		return verdict(XDPLB_R_PASS_ICMP, XDP_PASS);
+	be = icmp_nat_to_backend(pkt, fwd, &q);
+	if (!be)
+		return verdict(XDPLB_R_PASS_ICMP, XDP_PASS);
+	count_flow_packet(fwd->svc_id, fwd->backend_id, pkt->len, 0);
+	return egress(ctx, pkt->eth, be->ifindex, be->mac, be->lb_mac,
+		      XDPLB_R_ICMP_ERROR_TO_BACKEND);
 }
 
 /*

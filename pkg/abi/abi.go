@@ -200,13 +200,16 @@ const (
 	ReasonICMPErrorToClient
 	ReasonPassICMP
 	ReasonDropBackendGone
+	ReasonPassTooBig
+	ReasonICMPErrorToBackend
 	ReasonMax
 )
 
 var reasonNames = [...]string{
 	"pass_not_ipv4", "pass_not_ours", "pass_malformed", "pass_fragment", "drop_fragment",
 	"pass_no_backend", "drop_no_snat_port", "drop_no_iface", "fwd_new_flow", "fwd",
-	"reply", "icmp_error_to_client", "pass_icmp", "drop_backend_gone",
+	"reply", "icmp_error_to_client", "pass_icmp", "drop_backend_gone", "pass_too_big",
+	"icmp_error_to_backend",
 }
 
 // String is the metric label for the reason.

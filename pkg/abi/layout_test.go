@@ -152,21 +152,23 @@ func TestReasonsMatchBTF(t *testing.T) {
 		t.Fatalf("enum xdplb_reason not in the object's BTF (the C side must use the type, e.g. as a parameter of a non-inlined function or in a map value): %v", err)
 	}
 	want := map[string]abi.Reason{
-		"XDPLB_R_PASS_NOT_IPV4":        abi.ReasonPassNotIPv4,
-		"XDPLB_R_PASS_NOT_OURS":        abi.ReasonPassNotOurs,
-		"XDPLB_R_PASS_MALFORMED":       abi.ReasonPassMalformed,
-		"XDPLB_R_PASS_FRAGMENT":        abi.ReasonPassFragment,
-		"XDPLB_R_DROP_FRAGMENT":        abi.ReasonDropFragment,
-		"XDPLB_R_PASS_NO_BACKEND":      abi.ReasonPassNoBackend,
-		"XDPLB_R_DROP_NO_SNAT_PORT":    abi.ReasonDropNoSNATPort,
-		"XDPLB_R_DROP_NO_IFACE":        abi.ReasonDropNoIface,
-		"XDPLB_R_FWD_NEW_FLOW":         abi.ReasonFwdNewFlow,
-		"XDPLB_R_FWD":                  abi.ReasonFwd,
-		"XDPLB_R_REPLY":                abi.ReasonReply,
-		"XDPLB_R_ICMP_ERROR_TO_CLIENT": abi.ReasonICMPErrorToClient,
-		"XDPLB_R_PASS_ICMP":            abi.ReasonPassICMP,
-		"XDPLB_R_DROP_BACKEND_GONE":    abi.ReasonDropBackendGone,
-		"XDPLB_R_MAX":                  abi.ReasonMax,
+		"XDPLB_R_PASS_NOT_IPV4":         abi.ReasonPassNotIPv4,
+		"XDPLB_R_PASS_NOT_OURS":         abi.ReasonPassNotOurs,
+		"XDPLB_R_PASS_MALFORMED":        abi.ReasonPassMalformed,
+		"XDPLB_R_PASS_FRAGMENT":         abi.ReasonPassFragment,
+		"XDPLB_R_DROP_FRAGMENT":         abi.ReasonDropFragment,
+		"XDPLB_R_PASS_NO_BACKEND":       abi.ReasonPassNoBackend,
+		"XDPLB_R_DROP_NO_SNAT_PORT":     abi.ReasonDropNoSNATPort,
+		"XDPLB_R_DROP_NO_IFACE":         abi.ReasonDropNoIface,
+		"XDPLB_R_FWD_NEW_FLOW":          abi.ReasonFwdNewFlow,
+		"XDPLB_R_FWD":                   abi.ReasonFwd,
+		"XDPLB_R_REPLY":                 abi.ReasonReply,
+		"XDPLB_R_ICMP_ERROR_TO_CLIENT":  abi.ReasonICMPErrorToClient,
+		"XDPLB_R_PASS_ICMP":             abi.ReasonPassICMP,
+		"XDPLB_R_DROP_BACKEND_GONE":     abi.ReasonDropBackendGone,
+		"XDPLB_R_PASS_TOO_BIG":          abi.ReasonPassTooBig,
+		"XDPLB_R_ICMP_ERROR_TO_BACKEND": abi.ReasonICMPErrorToBackend,
+		"XDPLB_R_MAX":                   abi.ReasonMax,
 	}
 	seen := map[string]bool{}
 	for _, v := range enum.Values {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,6 +100,10 @@ type Daemon struct {
 	rec      *reconcile.Reconciler
 	attached map[int]netif.Interface // by ifindex
 	modes    map[int]netif.Mode
+	// autoMode is the mode --xdp-mode=auto chose for every interface
+	// ("" until chosen), and autoWhy why.
+	autoMode netif.Mode
+	autoWhy  string
 
 	ready    atomic.Bool  // XDP attached and first sync applied
 	lastSync atomic.Int64 // unix ns of the last applied sync
@@ -162,6 +167,9 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 	defer d.shutdown()
 	d.rec = reconcile.New(dp, d, log.WithField("component", "reconcile"), reconcile.Options{MaxServices: cfg.MaxServices, MaxBackends: cfg.MaxBackends})
 
+	if cfg.XDPMode == netif.ModeAuto && len(ifaces) > 1 {
+		d.autoMode, d.autoWhy = netif.ChooseModeAll(ifaces, cfg.XDPMode)
+	}
 	for _, it := range ifaces {
 		if err := d.attach(it); err != nil {
 			return err
@@ -302,7 +310,10 @@ func (d *Daemon) attach(it netif.Interface) error {
 		d.attached[it.Index] = it // address changed; program stays
 		return nil
 	}
-	mode, why := netif.ChooseMode(it, d.cfg.XDPMode)
+	mode, why := netif.ChooseModeAll([]netif.Interface{it}, d.cfg.XDPMode)
+	if d.autoMode != "" {
+		mode, why = d.autoMode, d.autoWhy
+	}
 	err := d.attachOnce(it, mode)
 	if err != nil && d.cfg.XDPMode == netif.ModeAuto && mode == netif.ModeNative {
 		d.log.WithError(err).WithField("interface", it.Name).Warn("native XDP refused; falling back to generic")
@@ -314,8 +325,38 @@ func (d *Daemon) attach(it netif.Interface) error {
 	}
 	d.attached[it.Index] = it
 	d.modes[it.Index] = mode
-	d.log.WithFields(logrus.Fields{"interface": it.Name, "ifindex": it.Index, "ip": it.Addr.String(), "mac": it.MAC.String(), "mode": string(mode), "why": why}).Info("xdp attached")
+	if d.cfg.XDPMode == netif.ModeAuto && (d.autoMode == "" || len(d.attached) == 1) && mode != d.autoMode {
+		// What the first interface really got is the mode for all:
+		// later ones (a network connected at run time) take it too,
+		// as the program runs in one mode only.
+		d.autoMode, d.autoWhy = mode, "the mode of the interface attached first ("+why+")"
+	}
+	d.log.WithFields(logrus.Fields{"interface": it.Name, "ifindex": it.Index, "ip": it.Addr.String(), "mac": it.MAC.String(),
+		"hook": "xdp", "mode": string(mode), "why": why,
+		"oversize": "frames longer than another network's MTU (GSO) are forwarded by the kernel after the rewrite"}).Info("xdp attached")
+	if len(d.attached) > 1 {
+		d.ensureForwarding()
+	}
 	return nil
+}
+
+// ensureForwarding lets the kernel forward what the program hands it
+// between two of our networks: rewritten frames longer than the egress MTU
+// (GSO super-packets, which a redirect would drop; bpf/mtu.h). One network
+// needs none of it: the program sends everything back out with XDP_TX.
+func (d *Daemon) ensureForwarding() {
+	var names []string
+	for _, it := range d.attached {
+		names = append(names, it.Name)
+	}
+	sort.Strings(names)
+	changed, err := netif.EnsureSysctls(netif.ForwardingSysctls(names))
+	if len(changed) > 0 {
+		d.log.WithField("sysctls", strings.Join(changed, ",")).Info("set for frames larger than the egress MTU between networks: the kernel forwards them")
+	}
+	if err != nil {
+		d.log.WithError(err).Warn("frames larger than the egress MTU between networks (bulk transfers with GSO) will be dropped; set these sysctls in the balancer's namespace (Compose: `sysctls:`)")
+	}
 }
 
 // attachOnce attaches in one mode. Without --force it still replaces an

@@ -198,6 +198,9 @@ func (d *Dataplane) Attach(ifindex int, mode Mode, force bool) error {
 		return fmt.Errorf("attaching XDP to %s: dataplane is closed", ifaceName(ifindex))
 	}
 	name := ifaceName(ifindex)
+	if err := d.sameModeLocked(ifindex, mode); err != nil {
+		return fmt.Errorf("attaching XDP to %s in %s mode: %w", name, mode, err)
+	}
 	st, err := queryXDP(ifindex)
 	if err != nil {
 		return fmt.Errorf("attaching XDP to %s: querying attached programs: %w", name, err)
@@ -252,6 +255,24 @@ func (d *Dataplane) Attach(ifindex int, mode Mode, force bool) error {
 		return fmt.Errorf("attaching XDP to %s in %s mode: %w", name, mode, err)
 	}
 	d.attached[ifindex] = mode
+	return nil
+}
+
+// ErrMixedModes is what a refusal to attach in a second mode matches.
+var ErrMixedModes = errors.New("one program cannot run in native and generic mode at once")
+
+// sameModeLocked refuses a mode other than that of the interfaces already
+// attached. The program's handling of partial checksums is one config flag
+// for all interfaces (XDPLB_CFG_F_COMPLETE_PARTIAL): completing them is
+// required in native mode and wrong in generic mode, where the skb keeps its
+// partial mark, so one native interface would corrupt every partial-checksum
+// packet on a generic one.
+func (d *Dataplane) sameModeLocked(ifindex int, mode Mode) error {
+	for other, m := range d.attached {
+		if other != ifindex && m != mode {
+			return fmt.Errorf("%w: %s is attached in %s mode; use one mode for every interface", ErrMixedModes, ifaceName(other), m)
+		}
+	}
 	return nil
 }
 

@@ -105,6 +105,24 @@ func ChooseMode(it Interface, requested Mode) (Mode, string) {
 	return ModeNative, "driver supports native XDP; falls back to generic if attach fails"
 }
 
+// ChooseModeAll is ChooseMode for a set of interfaces that must share one
+// mode (the program's checksum handling is per program, not per
+// interface): auto gives native only when every interface would get it.
+func ChooseModeAll(its []Interface, requested Mode) (Mode, string) {
+	if requested != ModeAuto || len(its) == 0 {
+		return ChooseMode(Interface{}, requested)
+	}
+	for _, it := range its {
+		if m, why := ChooseMode(it, requested); m != ModeNative {
+			if len(its) > 1 {
+				why = it.Name + ": " + why + "; one mode for every interface"
+			}
+			return m, why
+		}
+	}
+	return ChooseMode(its[0], requested)
+}
+
 // Route says how the load balancer reaches an address: through which of its
 // interfaces, and at which next hop (the address itself when on-link).
 type Route struct {

@@ -455,6 +455,18 @@ func TestComposeFrontendBackend(t *testing.T) {
 		requireEveryReplica(t, c.what+" via frontend", tl, webs)
 	}
 
+	// Bulk across the two networks, 100 MB each way, verified by the
+	// client: GSO super-packets larger than the other network's MTU.
+	for _, bulk := range []string{"--data=100000000", "--upload=100000000"} {
+		out, runErr := p.compose("exec", "-T", "client", "/whoami", "client", "--url=http://"+feIP+":80/", bulk, "--n=1", "--timeout=120s")
+		ok, failed, _, errs, err := parseClient(out)
+		if err != nil || ok != 1 || failed != 0 {
+			t.Errorf("client %s via the frontend address: %d ok, %d failed, errors %v (%v, exec: %v)\n%s", bulk, ok, failed, errs, err, runErr, out)
+		} else {
+			t.Logf("client %s via the frontend address: ok", bulk)
+		}
+	}
+
 	// XDP on both interfaces: in the log and in the kernel.
 	attached := map[string]string{}
 	for _, l := range parseLog(p.lbLog()) {

@@ -372,31 +372,34 @@ func onOff(b bool) string {
 // instead of silently testing something else.
 func (topo *Topology) ApplyOffloads(t *testing.T, m OffloadMode) {
 	t.Helper()
-	set := func(ns, dev string, o Offloads) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		// ethtool exits non-zero when nothing changes; the read-back below is the check.
-		_, _ = runCmd(ctx, "ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", onOff(o.TX), "rx", onOff(o.RX))
-		got, err := runCmd(ctx, "ip", "netns", "exec", ns, "ethtool", "-k", dev)
-		if err != nil {
-			t.Fatalf("ethtool -k %s in %s: %v", dev, ns, err)
-		}
-		for feat, want := range map[string]bool{"tx-checksumming": o.TX, "rx-checksumming": o.RX} {
-			if !strings.Contains(got, feat+": "+onOff(want)) {
-				t.Fatalf("%s in %s: %s is not %s after ethtool -K:\n%s", dev, ns, feat, onOff(want), got)
-			}
-		}
-	}
 	for _, c := range topo.Clients {
-		set(c.NS, "eth0", m.Client)
-		set(topo.Switch, c.Role, m.HostPort)
+		topo.SetOffloads(t, c.NS, "eth0", m.Client)
+		topo.SetOffloads(t, topo.Switch, c.Role, m.HostPort)
 	}
 	for _, b := range topo.Backends {
-		set(b.NS, "eth0", m.Backend)
-		set(topo.Switch, b.Role, m.HostPort)
+		topo.SetOffloads(t, b.NS, "eth0", m.Backend)
+		topo.SetOffloads(t, topo.Switch, b.Role, m.HostPort)
 	}
-	set(topo.LB.NS, "eth0", m.LB)
-	set(topo.Switch, topo.LB.Role, m.LBPort)
+	topo.SetOffloads(t, topo.LB.NS, "eth0", m.LB)
+	topo.SetOffloads(t, topo.Switch, topo.LB.Role, m.LBPort)
+}
+
+// SetOffloads sets tx/rx checksum offload of one interface and reads it back.
+func (topo *Topology) SetOffloads(t *testing.T, ns, dev string, o Offloads) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// ethtool exits non-zero when nothing changes; the read-back below is the check.
+	_, _ = runCmd(ctx, "ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", onOff(o.TX), "rx", onOff(o.RX))
+	got, err := runCmd(ctx, "ip", "netns", "exec", ns, "ethtool", "-k", dev)
+	if err != nil {
+		t.Fatalf("ethtool -k %s in %s: %v", dev, ns, err)
+	}
+	for feat, want := range map[string]bool{"tx-checksumming": o.TX, "rx-checksumming": o.RX} {
+		if !strings.Contains(got, feat+": "+onOff(want)) {
+			t.Fatalf("%s in %s: %s is not %s after ethtool -K:\n%s", dev, ns, feat, onOff(want), got)
+		}
+	}
 }
 
 // AttachPassXDPToLBPeer attaches a native XDP program that passes
