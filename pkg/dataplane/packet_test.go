@@ -410,13 +410,6 @@ func TestPacketSNATPortsExhausted(t *testing.T) {
 	l.runExpect(s.frame(t), XDPTx, abi.ReasonFwdNewFlow)
 }
 
-func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
-	t.Helper()
-	buf := gopacket.NewSerializeBuffer()
-	must(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...))
-	return append([]byte(nil), buf.Bytes()...)
-}
-
 func TestPacketPassThrough(t *testing.T) {
 	l := newLab(t)
 	eth := func(typ layers.EthernetType) *layers.Ethernet {
@@ -425,21 +418,7 @@ func TestPacketPassThrough(t *testing.T) {
 	ip4 := func(dst netip.Addr, proto layers.IPProtocol) *layers.IPv4 {
 		return &layers.IPv4{Version: 4, TTL: 64, Protocol: proto, SrcIP: client1.AsSlice(), DstIP: dst.AsSlice()}
 	}
-	arp := serialize(t, eth(layers.EthernetTypeARP), &layers.ARP{
-		AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
-		Operation: layers.ARPRequest, SourceHwAddress: cMAC1, SourceProtAddress: client1.AsSlice(),
-		DstHwAddress: make([]byte, 6), DstProtAddress: vip.AsSlice(),
-	})
-	ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP,
-		SrcIP: net.ParseIP("2001:db8::1"), DstIP: net.ParseIP("2001:db8::2")}
-	tcp6 := &layers.TCP{SrcPort: 40000, DstPort: vportTCP, SYN: true}
-	must(t, tcp6.SetNetworkLayerForChecksum(ip6))
-	v6 := serialize(t, eth(layers.EthernetTypeIPv6), ip6, tcp6)
-
-	echoIP := ip4(vip, layers.IPProtocolICMPv4)
-	echo := serialize(t, eth(layers.EthernetTypeIPv4), echoIP,
-		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 7, Seq: 1},
-		gopacket.Payload("ping"))
+	arp, v6, echo := arpFrame(t), ipv6Frame(t), icmpEcho(t, client1, vip)
 
 	tcp81 := tcpFrom(client1, cMAC1, 40000)
 	tcp81.dport = 81
@@ -679,15 +658,6 @@ func TestPacketPartialChecksumComplete(t *testing.T) {
 	f := udpFrom(client1, cMAC1, 5005, "full").frame(t)
 	out = l.runExpect(f, XDPTx, abi.ReasonFwdNewFlow)
 	l.checkForward(f, out, targetUDP, csumFull, be1, be2)
-}
-
-// icmpError builds an ICMP error from src to dst quoting `quote`.
-func icmpError(t *testing.T, srcMAC net.HardwareAddr, src, dst netip.Addr, typ, code uint8, mtu uint16, quote []byte) []byte {
-	return serialize(t,
-		&layers.Ethernet{SrcMAC: srcMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv4},
-		&layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()},
-		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code), Seq: mtu},
-		gopacket.Payload(quote))
 }
 
 // checkICMPToClient checks a translated ICMP error: outer header from the
