@@ -1,9 +1,10 @@
 package dataplane
 
-// Helpers of the BPF packet tests (packet_test.go): a loaded data path with
-// a small topology, packet builders on gopacket, and an Internet checksum
-// implementation of our own, so that the program's checksum arithmetic is
-// never checked against itself.
+// The one rig of every test that runs packets through the program (packet
+// tests, the fixture table of packet_cases_test.go, loader tests, the
+// benchmark, the fuzzer): a loaded data path with a small topology, packet
+// builders on gopacket, and an Internet checksum implementation of our own,
+// so that the program's checksum arithmetic is never checked against itself.
 
 import (
 	"bytes"
