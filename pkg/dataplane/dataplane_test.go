@@ -7,7 +7,6 @@ package dataplane
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,7 +18,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -28,227 +26,20 @@ import (
 	"github.com/xdplb/xdplb/pkg/bpfobj"
 )
 
-// The test topology, seen from the LB: one interface (the loopback device,
-// which BPF_PROG_TEST_RUN can name as ingress), the VIP on it, three
-// backends behind it.
-var (
-	lbtVIP      = netip.MustParseAddr("10.10.0.100")
-	lbtLBMAC    = net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0x01}
-	lbtPeerMAC  = net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0x02}
-	lbtClient   = netip.MustParseAddr("192.0.2.10")
-	lbtBackends = map[uint32]netip.Addr{
-		1: netip.MustParseAddr("10.10.0.11"),
-		2: netip.MustParseAddr("10.10.0.12"),
-		3: netip.MustParseAddr("10.10.0.13"),
-	}
-	lbtBackendMAC = func(id uint32) [6]byte { return [6]byte{0x02, 0xbe, 0, 0, 0, byte(id)} }
-)
-
-const (
-	lbtIfindex  = 1 // lo
-	lbtTCPPort  = 80
-	lbtTCPTgt   = 8080
-	lbtUDPPort  = 53
-	lbtUDPTgt   = 5353
-	lbtTCPSvcID = 0
-	lbtUDPSvcID = 1
-)
-
+// lbtConfig has short timeouts, so that GC tests can age flows past
+// every one of them with small, readable offsets.
 func lbtConfig() abi.Config {
 	s := uint64(time.Second)
 	return abi.Config{
 		TimeoutNs:   timeouts(10*s, 300*s, 10*s, 60*s, 10*s, 30*s, 120*s),
-		SNATPortMin: 20000,
-		SNATPortMax: 29999,
+		SNATPortMin: snatPortMin,
+		SNATPortMax: snatPortMax,
 	}
 }
 
 func lbtRequireRoot(tb testing.TB) {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root: loads BPF programs and maps into the kernel")
-	}
-}
-
-// lbRig is a loaded Dataplane programmed with the test topology.
-type lbRig struct {
-	tb testing.TB
-	d  *Dataplane
-}
-
-func newLBRig(tb testing.TB, flows int) *lbRig {
-	tb.Helper()
-	lbtRequireRoot(tb)
-	d, err := Load(Options{Sizes: Sizes{Flows: flows}})
-	if err != nil {
-		tb.Fatalf("Load: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := d.Close(); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
-	})
-	r := &lbRig{tb: tb, d: d}
-	r.must(d.SetConfig(lbtConfig()))
-	var mac [6]byte
-	copy(mac[:], lbtLBMAC)
-	r.must(d.SetIface(lbtIfindex, abi.IfaceInfo{IP: abi.IPv4(lbtVIP), MAC: mac}))
-	for id, ip := range lbtBackends {
-		r.must(d.SetBackend(id, abi.Backend{IP: abi.IPv4(ip), IfIndex: lbtIfindex, MAC: lbtBackendMAC(id), Flags: abi.BackendActive}))
-	}
-	r.must(d.SetService(abi.SvcKey{VIP: abi.IPv4(lbtVIP), Port: abi.Port(lbtTCPPort), Proto: unix.IPPROTO_TCP},
-		abi.SvcInfo{ID: lbtTCPSvcID, TargetPort: abi.Port(lbtTCPTgt)}))
-	r.must(d.SetService(abi.SvcKey{VIP: abi.IPv4(lbtVIP), Port: abi.Port(lbtUDPPort), Proto: unix.IPPROTO_UDP},
-		abi.SvcInfo{ID: lbtUDPSvcID, TargetPort: abi.Port(lbtUDPTgt)}))
-	// A prime-sized table using all three backends.
-	table := make([]uint32, 13)
-	for i := range table {
-		table[i] = uint32(i%3) + 1
-	}
-	r.must(d.SetMaglevTable(lbtTCPSvcID, table))
-	r.must(d.SetMaglevTable(lbtUDPSvcID, table))
-	return r
-}
-
-func (r *lbRig) must(err error) {
-	r.tb.Helper()
-	if err != nil {
-		r.tb.Fatal(err)
-	}
-}
-
-// lbtPacket describes a test frame.
-type lbtPacket struct {
-	src, dst     netip.Addr
-	sport, dport uint16
-	proto        layers.IPProtocol
-	syn, ack     bool
-	fin, rst     bool
-	payload      []byte
-}
-
-func lbtFrame(tb testing.TB, p lbtPacket) []byte {
-	tb.Helper()
-	eth := &layers.Ethernet{SrcMAC: lbtPeerMAC, DstMAC: lbtLBMAC, EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: p.proto, SrcIP: p.src.AsSlice(), DstIP: p.dst.AsSlice(), Id: 1}
-	var l4 gopacket.SerializableLayer
-	switch p.proto {
-	case layers.IPProtocolTCP:
-		tcp := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), Seq: 1000, Window: 65535,
-			SYN: p.syn, ACK: p.ack, FIN: p.fin, RST: p.rst}
-		if p.ack {
-			tcp.Ack = 1
-		}
-		if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
-			tb.Fatal(err)
-		}
-		l4 = tcp
-	case layers.IPProtocolUDP:
-		udp := &layers.UDP{SrcPort: layers.UDPPort(p.sport), DstPort: layers.UDPPort(p.dport)}
-		if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
-			tb.Fatal(err)
-		}
-		l4 = udp
-	default:
-		tb.Fatalf("lbtFrame: protocol %v", p.proto)
-	}
-	buf := gopacket.NewSerializeBuffer()
-	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
-	if err := gopacket.SerializeLayers(buf, opts, eth, ip, l4, gopacket.Payload(p.payload)); err != nil {
-		tb.Fatal(err)
-	}
-	return slices.Clone(buf.Bytes())
-}
-
-// lbtSYN is a client SYN to the TCP service from client port sport.
-func lbtSYN(tb testing.TB, client netip.Addr, sport uint16) []byte {
-	return lbtFrame(tb, lbtPacket{src: client, dst: lbtVIP, sport: sport, dport: lbtTCPPort, proto: layers.IPProtocolTCP, syn: true})
-}
-
-// lbtTuple is the 5-tuple of an output frame.
-type lbtTuple struct {
-	src, dst     netip.Addr
-	sport, dport uint16
-}
-
-func lbtParseTuple(tb testing.TB, frame []byte) lbtTuple {
-	tb.Helper()
-	pkt := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
-	ip, _ := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-	if ip == nil {
-		tb.Fatalf("no IPv4 in output frame % x", frame)
-	}
-	var t lbtTuple
-	t.src, _ = netip.AddrFromSlice(ip.SrcIP.To4())
-	t.dst, _ = netip.AddrFromSlice(ip.DstIP.To4())
-	switch l4 := pkt.TransportLayer().(type) {
-	case *layers.TCP:
-		t.sport, t.dport = uint16(l4.SrcPort), uint16(l4.DstPort)
-	case *layers.UDP:
-		t.sport, t.dport = uint16(l4.SrcPort), uint16(l4.DstPort)
-	default:
-		tb.Fatalf("no TCP/UDP in output frame % x", frame)
-	}
-	return t
-}
-
-// run runs one frame and insists on an action.
-func (r *lbRig) run(frame []byte, want uint32) []byte {
-	r.tb.Helper()
-	act, out, _, err := r.d.TestRun(frame, lbtIfindex, 1)
-	if err != nil {
-		r.tb.Fatal(err)
-	}
-	if act != want {
-		r.tb.Fatalf("action %s, want %s", ActionName(act), ActionName(want))
-	}
-	return out
-}
-
-// lbtFlow is one flow as the two conntrack maps hold it.
-type lbtFlow struct {
-	fk     abi.FlowKey
-	fwd    abi.CTFwd
-	rk     abi.FlowKey
-	rev    abi.CTRev
-	hasFwd bool
-	hasRev bool
-}
-
-// flows reads both conntrack maps, pairing entries by client port (every
-// test flow has its own).
-func (r *lbRig) flows() map[uint16]*lbtFlow {
-	r.tb.Helper()
-	out := map[uint16]*lbtFlow{}
-	get := func(port uint16) *lbtFlow {
-		if out[port] == nil {
-			out[port] = &lbtFlow{}
-		}
-		return out[port]
-	}
-	r.must(forEach(r.d.ctFwd, func(k, v []byte) error {
-		fk := asKey(k)
-		f := get(abi.PortFromNet(fk.SPort))
-		f.fk, f.fwd, f.hasFwd = fk, asFwd(v), true
-		return nil
-	}))
-	r.must(forEach(r.d.ctRev, func(k, v []byte) error {
-		rv := asRev(v)
-		f := get(abi.PortFromNet(rv.ClientPort))
-		f.rk, f.rev, f.hasRev = asKey(k), rv, true
-		return nil
-	}))
-	return out
-}
-
-func (r *lbRig) putFwd(k abi.FlowKey, v abi.CTFwd) {
-	r.tb.Helper()
-	r.must(r.d.ctFwd.Update(unsafe.Pointer(&k), unsafe.Pointer(&v)))
-}
-
-func (r *lbRig) putRev(k abi.FlowKey, v abi.CTRev) {
-	r.tb.Helper()
-	r.must(r.d.ctRev.Update(unsafe.Pointer(&k), unsafe.Pointer(&v)))
+	requireRoot(tb)
 }
 
 func TestLoadSizesAndErrors(t *testing.T) {
@@ -364,19 +155,19 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 }
 
 func TestConfigIfacesServicesBackends(t *testing.T) {
-	r := newLBRig(t, 1024)
-	d := r.d
+	l := newLab(t)
+	d := l.d
 
 	cfg, err := d.Config()
-	if err != nil || cfg != lbtConfig() {
-		t.Fatalf("Config() = %+v, %v; want %+v", cfg, err, lbtConfig())
+	if err != nil || cfg != defaultConfig() {
+		t.Fatalf("Config() = %+v, %v; want %+v", cfg, err, defaultConfig())
 	}
-	bad := lbtConfig()
+	bad := defaultConfig()
 	bad.SNATPortMin, bad.SNATPortMax = 3000, 2000
 	if err := d.SetConfig(bad); err == nil {
 		t.Error("empty SNAT port range accepted")
 	}
-	bad = lbtConfig()
+	bad = defaultConfig()
 	bad.TimeoutNs[abi.CTUDPStream] = 0
 	if err := d.SetConfig(bad); err == nil {
 		t.Error("zero timeout accepted")
@@ -386,12 +177,12 @@ func TestConfigIfacesServicesBackends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tcpKey := abi.SvcKey{VIP: abi.IPv4(lbtVIP), Port: abi.Port(lbtTCPPort), Proto: unix.IPPROTO_TCP}
-	if len(svcs) != 2 || svcs[tcpKey] != (abi.SvcInfo{ID: lbtTCPSvcID, TargetPort: abi.Port(lbtTCPTgt)}) {
+	tcpKey := abi.SvcKey{VIP: abi.IPv4(vip), Port: abi.Port(vportTCP), Proto: unix.IPPROTO_TCP}
+	if len(svcs) != 2 || svcs[tcpKey] != (abi.SvcInfo{ID: svcTCP, TargetPort: abi.Port(targetTCP)}) {
 		t.Fatalf("Services() = %+v", svcs)
 	}
-	r.must(d.DeleteService(tcpKey))
-	r.must(d.DeleteService(tcpKey)) // idempotent
+	must(t, d.DeleteService(tcpKey))
+	must(t, d.DeleteService(tcpKey)) // idempotent
 	if svcs, _ := d.Services(); len(svcs) != 1 {
 		t.Errorf("after delete: %+v", svcs)
 	}
@@ -403,11 +194,11 @@ func TestConfigIfacesServicesBackends(t *testing.T) {
 	if err != nil || len(bes) != 3 {
 		t.Fatalf("Backends() = %+v, %v", bes, err)
 	}
-	if bes[2].IP != abi.IPv4(lbtBackends[2]) || bes[2].MAC != lbtBackendMAC(2) {
+	if bes[2].IP != abi.IPv4(be2.ip) || bes[2].MAC != mac6(be2.mac) {
 		t.Errorf("backend 2 read back as %+v", bes[2])
 	}
-	r.must(d.SetBackend(4, abi.Backend{IP: 1, IfIndex: 1})) // not active: not listed
-	r.must(d.DeleteBackend(2))
+	must(t, d.SetBackend(4, abi.Backend{IP: 1, IfIndex: 1})) // not active: not listed
+	must(t, d.DeleteBackend(2))
 	bes, _ = d.Backends()
 	if _, ok := bes[2]; ok || len(bes) != 2 {
 		t.Errorf("after deleting 2 and adding inactive 4: %+v", bes)
@@ -417,13 +208,13 @@ func TestConfigIfacesServicesBackends(t *testing.T) {
 			t.Errorf("backend id %d accepted", id)
 		}
 	}
-	r.must(d.SetBackend(abi.MaxBackends, abi.Backend{IP: 7, Flags: abi.BackendActive}))
+	must(t, d.SetBackend(abi.MaxBackends, abi.Backend{IP: 7, Flags: abi.BackendActive}))
 	if bes, _ := d.Backends(); bes[abi.MaxBackends].IP != 7 {
 		t.Error("highest backend id not read back")
 	}
 
-	r.must(d.DeleteIface(lbtIfindex))
-	r.must(d.DeleteIface(lbtIfindex))
+	must(t, d.DeleteIface(lbIfindex))
+	must(t, d.DeleteIface(lbIfindex))
 	if err := d.SetIface(0, abi.IfaceInfo{}); err == nil {
 		t.Error("ifindex 0 accepted")
 	}
@@ -432,17 +223,17 @@ func TestConfigIfacesServicesBackends(t *testing.T) {
 // TestMaglevTableSwap: tables of any size go in and read back, swaps leak
 // no descriptors, and the data path follows a swap at once.
 func TestMaglevTableSwap(t *testing.T) {
-	r := newLBRig(t, 1024)
-	d := r.d
+	l := newLab(t)
+	d := l.d
 
-	r.must(d.SetMaglevTable(6, []uint32{1})) // warm up lazily opened descriptors
+	must(t, d.SetMaglevTable(6, []uint32{1})) // warm up lazily opened descriptors
 	before := lbtOpenFDs(t)
 	for i, size := range []int{7, 13, 65537, 1, 251} {
 		table := make([]uint32, size)
 		for j := range table {
 			table[j] = uint32((i+j)%abi.MaxBackends) + 1
 		}
-		r.must(d.SetMaglevTable(5, table))
+		must(t, d.SetMaglevTable(5, table))
 		got, err := d.MaglevTable(5)
 		if err != nil {
 			t.Fatal(err)
@@ -452,15 +243,15 @@ func TestMaglevTableSwap(t *testing.T) {
 		}
 	}
 	for i := 0; i < 50; i++ {
-		r.must(d.SetMaglevTable(6, []uint32{1, 2, 3}))
+		must(t, d.SetMaglevTable(6, []uint32{1, 2, 3}))
 	}
 	// Other descriptors of the process may close meanwhile, never open.
 	if after := lbtOpenFDs(t); after > before {
 		t.Errorf("open descriptors went from %d to %d over table swaps", before, after)
 	}
 
-	r.must(d.ClearMaglevTable(5))
-	r.must(d.ClearMaglevTable(5))
+	must(t, d.ClearMaglevTable(5))
+	must(t, d.ClearMaglevTable(5))
 	if got, err := d.MaglevTable(5); err != nil || got != nil {
 		t.Errorf("cleared table reads as %v, %v", got, err)
 	}
@@ -480,12 +271,11 @@ func TestMaglevTableSwap(t *testing.T) {
 	// backend 3, new flows go where the current table says.
 	for _, id := range []uint32{2, 3} {
 		table := slices.Repeat([]uint32{id}, 13)
-		r.must(d.SetMaglevTable(lbtTCPSvcID, table))
+		must(t, d.SetMaglevTable(svcTCP, table))
 		for port := uint16(1000); port < 1010; port++ {
-			out := r.run(lbtSYN(t, lbtClient, port+uint16(id)*100), XDPTx)
-			if got := lbtParseTuple(t, out).dst; got != lbtBackends[id] {
-				t.Fatalf("new flow went to %v after swapping in a table of backend %d (%v)", got, id, lbtBackends[id])
-			}
+			f := tcpFrom(client1, cMAC1, port+uint16(id)*100).frame(t)
+			out := l.runExpect(f, XDPTx, abi.ReasonFwdNewFlow)
+			l.checkForward(f, out, targetTCP, csumFull, testBackendByID(id)) // fatal on another backend
 		}
 	}
 }
@@ -502,14 +292,14 @@ func lbtOpenFDs(t *testing.T) int {
 // TestPurgeBackendFlows creates flows through the data path and purges one
 // backend's: exactly its entries go, in both maps.
 func TestPurgeBackendFlows(t *testing.T) {
-	r := newLBRig(t, 4096)
-	d := r.d
+	l := newLab(t)
+	d := l.d
 	const n = 90
 	for i := 0; i < n; i++ {
-		r.run(lbtSYN(t, lbtClient, uint16(30000+i)), XDPTx)
+		l.runExpect(tcpFrom(client1, cMAC1, uint16(30000+i)).frame(t), XDPTx, abi.ReasonFwdNewFlow)
 	}
 	perBackend := map[uint32]int{}
-	for port, f := range r.flows() {
+	for port, f := range l.flows() {
 		if !f.hasFwd || !f.hasRev {
 			t.Fatalf("flow from port %d is missing a half: %+v", port, f)
 		}
@@ -525,8 +315,8 @@ func TestPurgeBackendFlows(t *testing.T) {
 		t.Fatalf("flows not spread over backends: %v", perBackend)
 	}
 	// A lone ct_rev of backend 2 (its ct_fwd lost) is purged too and counts once.
-	loneRK := abi.FlowKey{SAddr: abi.IPv4(lbtBackends[2]), DAddr: abi.IPv4(lbtVIP), SPort: abi.Port(lbtTCPTgt), DPort: abi.Port(29999), Proto: unix.IPPROTO_TCP}
-	r.putRev(loneRK, abi.CTRev{ClientIP: abi.IPv4(lbtClient), VIP: abi.IPv4(lbtVIP), ClientPort: abi.Port(31999), VPort: abi.Port(lbtTCPPort), BackendID: 2})
+	loneRK := flowKey(be2.ip, vip, targetTCP, 29999, layers.IPProtocolTCP)
+	l.putRev(loneRK, abi.CTRev{ClientIP: abi.IPv4(client1), VIP: abi.IPv4(vip), ClientPort: abi.Port(31999), VPort: abi.Port(vportTCP), BackendID: 2})
 
 	got, err := d.PurgeBackendFlows(2)
 	if err != nil {
@@ -536,7 +326,7 @@ func TestPurgeBackendFlows(t *testing.T) {
 		t.Errorf("PurgeBackendFlows(2) = %d, want %d", got, perBackend[2]+1)
 	}
 	left := map[uint32]int{}
-	for port, f := range r.flows() {
+	for port, f := range l.flows() {
 		if f.fwd.BackendID == 2 || f.rev.BackendID == 2 {
 			t.Errorf("flow from port %d of backend 2 survived: %+v", port, f)
 		}
@@ -557,9 +347,10 @@ func TestPurgeBackendFlows(t *testing.T) {
 // states, and checks GC against every timeout rule and every kind of lone
 // half.
 func TestCollectExpired(t *testing.T) {
-	r := newLBRig(t, 4096)
-	d := r.d
+	l := newLab(t)
+	d := l.d
 	cfg := lbtConfig() // syn 10s, established 300s, fin 10s, time-wait 60s, close 10s, udp 30s, stream 120s
+	l.setConfig(cfg)
 	const sec = time.Second
 	type flowCase struct {
 		name      string
@@ -600,15 +391,15 @@ func TestCollectExpired(t *testing.T) {
 	for i, c := range cases {
 		port := uint16(40000 + i)
 		byPort[port] = c
+		p := tcpFrom(client1, cMAC1, port)
 		if c.udp {
-			r.run(lbtFrame(t, lbtPacket{src: lbtClient, dst: lbtVIP, sport: port, dport: lbtUDPPort, proto: layers.IPProtocolUDP, payload: []byte("q")}), XDPTx)
-		} else {
-			r.run(lbtSYN(t, lbtClient, port), XDPTx)
+			p = udpFrom(client1, cMAC1, port, "q")
 		}
+		l.runExpect(p.frame(t), XDPTx, abi.ReasonFwdNewFlow)
 	}
 	now := monotonicNow()
 	wantRemoved := 0
-	for port, f := range r.flows() {
+	for port, f := range l.flows() {
 		c, ok := byPort[port]
 		if !ok || !f.hasFwd || !f.hasRev {
 			t.Fatalf("unexpected or incomplete flow from port %d: %+v", port, f)
@@ -617,12 +408,12 @@ func TestCollectExpired(t *testing.T) {
 		if c.disown {
 			f.rev.ClientIP = abi.IPv4(netip.MustParseAddr("192.0.2.99"))
 		}
-		r.putRev(f.rk, f.rev)
+		l.putRev(f.rk, f.rev)
 		if c.dropFwd {
-			r.must(d.ctFwd.DeleteKey(unsafe.Pointer(&f.fk)))
+			must(t, d.ctFwd.DeleteKey(unsafe.Pointer(&f.fk)))
 		}
 		if c.dropRev {
-			r.must(d.ctRev.DeleteKey(unsafe.Pointer(&f.rk)))
+			l.delRev(f.rk)
 		}
 		if c.expire {
 			wantRemoved++
@@ -636,11 +427,11 @@ func TestCollectExpired(t *testing.T) {
 	if res.Removed != wantRemoved {
 		t.Errorf("CollectExpired removed %d flows, want %d", res.Removed, wantRemoved)
 	}
-	left := r.flows()
+	left := l.flows()
 	for port, c := range byPort {
 		f := left[port]
 		if f == nil {
-			f = &lbtFlow{}
+			f = &ctFlow{}
 		}
 		wantRev := !c.expire && !c.dropRev
 		wantFwd := !c.expire && !c.dropFwd && !c.fwdGoes
@@ -675,27 +466,28 @@ func TestCollectExpired(t *testing.T) {
 // program itself, with real time passing: if user space read another clock
 // than bpf_ktime_get_coarse_ns, fresh flows would look ancient or never age.
 func TestCollectExpiredUsesTheDataPathClock(t *testing.T) {
-	r := newLBRig(t, 1024)
+	l := newLab(t)
 	cfg := lbtConfig()
-	r.run(lbtSYN(t, lbtClient, 50000), XDPTx)
-	if res, err := r.d.CollectExpired(cfg); err != nil || res.Removed != 0 {
+	l.setConfig(cfg)
+	l.runExpect(tcpFrom(client1, cMAC1, 50000).frame(t), XDPTx, abi.ReasonFwdNewFlow)
+	if res, err := l.d.CollectExpired(cfg); err != nil || res.Removed != 0 {
 		t.Fatalf("a fresh flow was collected: %d, %v", res.Removed, err)
 	}
 	cfg.TimeoutNs[abi.CTTCPSynSent] = uint64(20 * time.Millisecond)
 	time.Sleep(50 * time.Millisecond)
-	if res, err := r.d.CollectExpired(cfg); err != nil || res.Removed != 1 {
+	if res, err := l.d.CollectExpired(cfg); err != nil || res.Removed != 1 {
 		t.Fatalf("a 50ms-idle SYN with a 20ms timeout: collected %d, %v; want 1", res.Removed, err)
 	}
-	if cnt, _ := r.d.FlowCount(); cnt != 0 || len(r.flows()) != 0 {
-		t.Errorf("entries left after GC: %+v", r.flows())
+	if cnt, _ := l.d.FlowCount(); cnt != 0 || len(l.flows()) != 0 {
+		t.Errorf("entries left after GC: %+v", l.flows())
 	}
 }
 
 // TestCountersSumAllCPUs runs packets on each CPU in turn and expects the
 // sums of the per-CPU counters.
 func TestCountersSumAllCPUs(t *testing.T) {
-	r := newLBRig(t, 1024)
-	d := r.d
+	l := newLab(t)
+	d := l.d
 	var cpus unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &cpus); err != nil {
 		t.Fatal(err)
@@ -720,12 +512,18 @@ func TestCountersSumAllCPUs(t *testing.T) {
 		}
 		used++
 		for i := 0; i < 3; i++ { // a new flow and two packets on it, per CPU
-			f := lbtSYN(t, lbtClient, uint16(51000+cpu))
-			r.run(f, XDPTx)
+			f := tcpFrom(client1, cMAC1, uint16(51000+cpu)).frame(t)
+			reason := abi.ReasonFwd
+			if i == 0 {
+				reason = abi.ReasonFwdNewFlow
+			}
+			l.runExpect(f, XDPTx, reason)
 			frames++
 			bytes += len(f)
 		}
-		r.run(lbtFrame(t, lbtPacket{src: lbtClient, dst: lbtVIP, sport: 1, dport: 9999, proto: layers.IPProtocolUDP}), XDPPass)
+		notOurs := udpFrom(client1, cMAC1, 1, "")
+		notOurs.dport = 9999
+		l.runExpect(notOurs.frame(t), XDPPass, abi.ReasonPassNotOurs)
 	}
 	after, err := d.ReasonCounts()
 	if err != nil {
@@ -740,7 +538,7 @@ func TestCountersSumAllCPUs(t *testing.T) {
 	if got := after[abi.ReasonPassNotOurs] - before[abi.ReasonPassNotOurs]; got != uint64(used) {
 		t.Errorf("pass_not_ours grew by %d, want %d", got, used)
 	}
-	st, err := d.ServiceStats(lbtTCPSvcID)
+	st, err := d.ServiceStats(svcTCP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -748,8 +546,8 @@ func TestCountersSumAllCPUs(t *testing.T) {
 		t.Errorf("service stats %+v, want %d packets, %d bytes, %d new flows", st, frames, bytes, used)
 	}
 	var sum abi.Stats
-	for id := range lbtBackends {
-		bs, err := d.BackendStats(id)
+	for _, b := range []testBackend{be1, be2, be3} {
+		bs, err := d.BackendStats(b.id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -767,11 +565,11 @@ func TestCountersSumAllCPUs(t *testing.T) {
 }
 
 func TestTestRunErrors(t *testing.T) {
-	r := newLBRig(t, 1024)
-	if _, _, _, err := r.d.TestRun(nil, lbtIfindex, 1); err == nil {
+	l := newLab(t)
+	if _, _, _, err := l.d.TestRun(nil, lbIfindex, 1); err == nil {
 		t.Error("empty packet accepted")
 	}
-	_, _, _, err := r.d.TestRun(lbtSYN(t, lbtClient, 1), 1<<30, 1)
+	_, _, _, err := l.d.TestRun(tcpFrom(client1, cMAC1, 1).frame(t), 1<<30, 1)
 	if !errors.Is(err, unix.ENODEV) {
 		t.Errorf("unknown ingress ifindex: got %v, want ENODEV", err)
 	}

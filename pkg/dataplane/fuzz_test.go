@@ -7,7 +7,6 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
@@ -25,8 +24,8 @@ import (
 // The seed corpus runs with every `go test`; `go test -fuzz FuzzXDP
 // ./pkg/dataplane/` explores further.
 func FuzzXDP(f *testing.F) {
-	r := newLBRig(f, 8192)
-	for _, s := range lbtFuzzSeeds(f, r) {
+	l := newLab(f)
+	for _, s := range fuzzSeeds(f, l) {
 		f.Add(s.frame)
 	}
 
@@ -36,8 +35,8 @@ func FuzzXDP(f *testing.F) {
 		if len(frame) < 14 || len(frame) > 3000 {
 			t.Skip()
 		}
-		ours := r.mightBeOurs(frame)
-		act, out, _, err := r.d.TestRun(frame, lbtIfindex, 1)
+		ours := l.mightBeOurs(frame)
+		act, out, _, err := l.d.TestRun(frame, lbIfindex, 1)
 		if err != nil {
 			t.Fatalf("test run: %v", err)
 		}
@@ -58,42 +57,54 @@ func FuzzXDP(f *testing.F) {
 	})
 }
 
-type lbtSeed struct {
+type fuzzSeed struct {
 	name  string
 	frame []byte
 	ours  bool // what mightBeOurs must say
 }
 
-// lbtFuzzSeeds builds valid and invalid frames of every kind. It runs a SYN
-// through r first, so that some seeds belong to a tracked flow.
-func lbtFuzzSeeds(t testing.TB, r *lbRig) []lbtSeed {
-	tcp := func(p lbtPacket) []byte { p.proto = layers.IPProtocolTCP; return lbtFrame(t, p) }
-	udp := func(p lbtPacket) []byte { p.proto = layers.IPProtocolUDP; return lbtFrame(t, p) }
+// fuzzSeeds builds valid and invalid frames of every kind. It runs a SYN
+// through l first, so that some seeds belong to a tracked flow.
+func fuzzSeeds(tb testing.TB, l *lab) []fuzzSeed {
+	tcp := func(p pkt) []byte {
+		p.srcMAC, p.dstMAC, p.proto = cMAC1, lbMAC, layers.IPProtocolTCP
+		return p.frame(tb)
+	}
+	udp := func(p pkt) []byte {
+		p.srcMAC, p.dstMAC, p.proto = cMAC1, lbMAC, layers.IPProtocolUDP
+		return p.frame(tb)
+	}
 	other := netip.MustParseAddr("198.51.100.7")
 
-	syn := lbtSYN(t, lbtClient, 33000)
-	fwd := lbtParseTuple(t, r.run(syn, XDPTx)) // snat_ip:snat_port -> backend:target
-	reply := tcp(lbtPacket{src: fwd.dst, dst: fwd.src, sport: fwd.dport, dport: fwd.sport, syn: true, ack: true})
+	syn := tcpFrom(client1, cMAC1, 33000).frame(tb)
+	fwd := decode(tb, l.runExpect(syn, XDPTx, abi.ReasonFwdNewFlow)) // snat_ip:snat_port -> backend:target
+	snat, backend := netip.AddrFrom4([4]byte(fwd.ip.SrcIP.To4())), netip.AddrFrom4([4]byte(fwd.ip.DstIP.To4()))
+	reply := tcp(pkt{src: backend, dst: snat, sport: fwd.dport(), dport: fwd.sport(), syn: true, ack: true})
 	vlan := append(append([]byte{}, syn[:12]...), 0x81, 0x00, 0x00, 0x05)
 	vlan = append(vlan, syn[12:]...)
+	firstFrag, laterFrag := tcpFrom(client1, cMAC1, 33000), tcpFrom(client1, cMAC1, 33000)
+	firstFrag.ipFlags = layers.IPv4MoreFragments
+	laterFrag.fragOffset = 4
+	// What the backend's stack sends back about the forwarded SYN.
+	unreach := icmpError(tb, cMAC1, backend, snat, 3, 3, 0, fwd.frame[ethLen:])
 
-	return []lbtSeed{
+	return []fuzzSeed{
 		{"SYN to service", syn, true},
-		{"data on tracked flow", tcp(lbtPacket{src: lbtClient, dst: lbtVIP, sport: 33000, dport: lbtTCPPort, ack: true, payload: []byte("GET / HTTP/1.0\r\n\r\n")}), true},
-		{"FIN to service", tcp(lbtPacket{src: lbtClient, dst: lbtVIP, sport: 33001, dport: lbtTCPPort, fin: true, ack: true}), true},
+		{"data on tracked flow", tcp(pkt{src: client1, dst: vip, sport: 33000, dport: vportTCP, ack: true, payload: []byte("GET / HTTP/1.0\r\n\r\n")}), true},
+		{"FIN to service", tcp(pkt{src: client1, dst: vip, sport: 33001, dport: vportTCP, fin: true, ack: true}), true},
 		{"backend reply", reply, true},
-		{"UDP to service", udp(lbtPacket{src: lbtClient, dst: lbtVIP, sport: 33002, dport: lbtUDPPort, payload: []byte("query")}), true},
-		{"TCP to VIP, no service", tcp(lbtPacket{src: lbtClient, dst: lbtVIP, sport: 33003, dport: 22, syn: true}), false},
-		{"UDP to service port, other address", udp(lbtPacket{src: lbtClient, dst: other, sport: 33004, dport: lbtUDPPort}), false},
-		{"unrelated TCP", tcp(lbtPacket{src: other, dst: lbtClient, sport: 80, dport: 33005, ack: true}), false},
-		{"ARP", lbtARP(t), false},
-		{"IPv6", lbtIPv6(t), false},
+		{"UDP to service", udp(pkt{src: client1, dst: vip, sport: 33002, dport: vportUDP, payload: []byte("query")}), true},
+		{"TCP to VIP, no service", tcp(pkt{src: client1, dst: vip, sport: 33003, dport: 22, syn: true}), false},
+		{"UDP to service port, other address", udp(pkt{src: client1, dst: other, sport: 33004, dport: vportUDP}), false},
+		{"unrelated TCP", tcp(pkt{src: other, dst: client1, sport: 80, dport: 33005, ack: true}), false},
+		{"ARP", arpFrame(tb), false},
+		{"IPv6", ipv6Frame(tb), false},
 		{"truncated IPv4 header", syn[:14+10], false},
 		{"truncated TCP header", syn[:14+20+6], true}, // ports present: lenient
-		{"first fragment to service", lbtFragment(t, syn, 0x2000), true},
-		{"later fragment", lbtFragment(t, syn, 0x0004), false},
-		{"ping to VIP", lbtICMPEcho(t, lbtClient, lbtVIP), false},
-		{"ICMP error about a tracked flow", lbtICMPUnreach(t, fwd), true},
+		{"first fragment to service", firstFrag.frame(tb), true},
+		{"later fragment", laterFrag.frame(tb), false},
+		{"ping to VIP", icmpEcho(tb, client1, vip), false},
+		{"ICMP error about a tracked flow", unreach, true},
 		{"VLAN-tagged SYN", vlan, false},
 	}
 }
@@ -102,17 +113,17 @@ func lbtFuzzSeeds(t testing.TB, r *lbRig) []lbtSeed {
 // program's verdict on the seeds that are not ours: the oracle must not be
 // so lenient that the fuzz target checks nothing.
 func TestFuzzOracle(t *testing.T) {
-	r := newLBRig(t, 1024)
+	l := newLab(t)
 	notOurs := 0
-	for _, s := range lbtFuzzSeeds(t, r) {
-		if got := r.mightBeOurs(s.frame); got != s.ours {
+	for _, s := range fuzzSeeds(t, l) {
+		if got := l.mightBeOurs(s.frame); got != s.ours {
 			t.Errorf("%s: mightBeOurs = %v, want %v", s.name, got, s.ours)
 		}
 		if s.ours {
 			continue
 		}
 		notOurs++
-		act, out, _, err := r.d.TestRun(s.frame, lbtIfindex, 1)
+		act, out, _, err := l.d.TestRun(s.frame, lbIfindex, 1)
 		if err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
@@ -130,7 +141,7 @@ func TestFuzzOracle(t *testing.T) {
 // is in either conntrack map; or an ICMP error quoting such a tuple. It
 // parses leniently (no length or checksum checks), so it errs towards "may
 // be ours", where the fuzz target checks less.
-func (r *lbRig) mightBeOurs(frame []byte) bool {
+func (l *lab) mightBeOurs(frame []byte) bool {
 	if len(frame) < 14+20 || binary.BigEndian.Uint16(frame[12:]) != 0x0800 {
 		return false
 	}
@@ -148,7 +159,7 @@ func (r *lbRig) mightBeOurs(frame []byte) bool {
 		if len(ip) < ihl+4 {
 			return false
 		}
-		return r.tupleIsOurs(ip[12:16], ip[16:20], ip[ihl:ihl+4], proto)
+		return l.tupleIsOurs(ip[12:16], ip[16:20], ip[ihl:ihl+4], proto)
 	case unix.IPPROTO_ICMP:
 		in := ip[ihl:]
 		if len(in) < 8+20 || (in[0] != 3 && in[0] != 11) {
@@ -162,13 +173,13 @@ func (r *lbRig) mightBeOurs(frame []byte) bool {
 		// Either direction of the quoted tuple, to stay a superset.
 		ports := q[qihl : qihl+4]
 		swapped := []byte{ports[2], ports[3], ports[0], ports[1]}
-		return r.tupleIsOurs(q[12:16], q[16:20], ports, q[9]) || r.tupleIsOurs(q[16:20], q[12:16], swapped, q[9])
+		return l.tupleIsOurs(q[12:16], q[16:20], ports, q[9]) || l.tupleIsOurs(q[16:20], q[12:16], swapped, q[9])
 	}
 	return false
 }
 
 // tupleIsOurs looks a wire-order tuple up in services, ct_fwd and ct_rev.
-func (r *lbRig) tupleIsOurs(src, dst, ports []byte, proto uint8) bool {
+func (l *lab) tupleIsOurs(src, dst, ports []byte, proto uint8) bool {
 	var k abi.FlowKey
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&k.SAddr)), 4), src)
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&k.DAddr)), 4), dst)
@@ -176,76 +187,12 @@ func (r *lbRig) tupleIsOurs(src, dst, ports []byte, proto uint8) bool {
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&k.DPort)), 2), ports[2:4])
 	k.Proto = proto
 	sk := abi.SvcKey{VIP: k.DAddr, Port: k.DPort, Proto: proto}
-	if _, err := r.d.services.GetValue(unsafe.Pointer(&sk)); err == nil {
+	if _, err := l.d.services.GetValue(unsafe.Pointer(&sk)); err == nil {
 		return true
 	}
-	if _, err := r.d.ctFwd.GetValue(unsafe.Pointer(&k)); err == nil {
+	if _, err := l.d.ctFwd.GetValue(unsafe.Pointer(&k)); err == nil {
 		return true
 	}
-	_, err := r.d.ctRev.GetValue(unsafe.Pointer(&k))
+	_, err := l.d.ctRev.GetValue(unsafe.Pointer(&k))
 	return err == nil
-}
-
-func lbtSerialize(tb testing.TB, ls ...gopacket.SerializableLayer) []byte {
-	tb.Helper()
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
-		tb.Fatal(err)
-	}
-	return append([]byte{}, buf.Bytes()...)
-}
-
-func lbtARP(tb testing.TB) []byte {
-	eth := &layers.Ethernet{SrcMAC: lbtPeerMAC, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP}
-	arp := &layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
-		Operation: layers.ARPRequest, SourceHwAddress: lbtPeerMAC, SourceProtAddress: lbtClient.AsSlice(),
-		DstHwAddress: make([]byte, 6), DstProtAddress: lbtVIP.AsSlice()}
-	return lbtSerialize(tb, eth, arp)
-}
-
-func lbtIPv6(tb testing.TB) []byte {
-	eth := &layers.Ethernet{SrcMAC: lbtPeerMAC, DstMAC: lbtLBMAC, EthernetType: layers.EthernetTypeIPv6}
-	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP,
-		SrcIP: netip.MustParseAddr("2001:db8::1").AsSlice(), DstIP: netip.MustParseAddr("2001:db8::2").AsSlice()}
-	tcp := &layers.TCP{SrcPort: 1234, DstPort: lbtTCPPort, SYN: true}
-	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
-		tb.Fatal(err)
-	}
-	return lbtSerialize(tb, eth, ip, tcp)
-}
-
-// lbtFragment copies an IPv4 frame with the flags/offset word set (the
-// header checksum is fixed up).
-func lbtFragment(tb testing.TB, frame []byte, flagsOff uint16) []byte {
-	out := append([]byte{}, frame...)
-	ip := out[14:]
-	binary.BigEndian.PutUint16(ip[6:], flagsOff)
-	ip[10], ip[11] = 0, 0
-	var s uint32
-	for i := 0; i < 20; i += 2 {
-		s += uint32(binary.BigEndian.Uint16(ip[i:]))
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	binary.BigEndian.PutUint16(ip[10:], ^uint16(s))
-	return out
-}
-
-func lbtICMPEcho(tb testing.TB, src, dst netip.Addr) []byte {
-	eth := &layers.Ethernet{SrcMAC: lbtPeerMAC, DstMAC: lbtLBMAC, EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
-	icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 1, Seq: 1}
-	return lbtSerialize(tb, eth, ip, icmp, gopacket.Payload("ping"))
-}
-
-// lbtICMPUnreach is a "port unreachable" from the backend about the
-// packet the LB forwarded to it (fwd: snat -> backend), quoting its
-// headers, as the backend's stack would send it to the SNAT address.
-func lbtICMPUnreach(tb testing.TB, fwd lbtTuple) []byte {
-	quoted := lbtFrame(tb, lbtPacket{src: fwd.src, dst: fwd.dst, sport: fwd.sport, dport: fwd.dport, proto: layers.IPProtocolTCP, syn: true})[14:]
-	eth := &layers.Ethernet{SrcMAC: lbtPeerMAC, DstMAC: lbtLBMAC, EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: fwd.dst.AsSlice(), DstIP: fwd.src.AsSlice()}
-	icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort)}
-	return lbtSerialize(tb, eth, ip, icmp, gopacket.Payload(quoted))
 }

@@ -1,9 +1,10 @@
 package dataplane
 
-// Helpers of the BPF packet tests (packet_test.go): a loaded data path with
-// a small topology, packet builders on gopacket, and an Internet checksum
-// implementation of our own, so that the program's checksum arithmetic is
-// never checked against itself.
+// The one rig of every test that runs packets through the program (packet
+// tests, the fixture table of packet_cases_test.go, loader tests, the
+// benchmark, the fuzzer): a loaded data path with a small topology, packet
+// builders on gopacket, and an Internet checksum implementation of our own,
+// so that the program's checksum arithmetic is never checked against itself.
 
 import (
 	"bytes"
@@ -85,7 +86,7 @@ func mac6(m net.HardwareAddr) (out [6]byte) {
 
 // lab is a loaded data path with interfaces, a TCP and a UDP service.
 type lab struct {
-	t   *testing.T
+	t   testing.TB
 	d   *Dataplane
 	cfg abi.Config
 }
@@ -109,23 +110,34 @@ func defaultConfig() abi.Config {
 	}
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
+func requireRoot(tb testing.TB) {
+	tb.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("BPF packet tests load an XDP program and need root (CAP_BPF, CAP_NET_ADMIN)")
+		tb.Skip("BPF packet tests load an XDP program and need root (CAP_BPF, CAP_NET_ADMIN)")
 	}
 }
 
 // newLab loads the program with both services on backends 1-3 (TCP) and
-// 1-2 (UDP).
-func newLab(t *testing.T) *lab {
+// 1-2 (UDP). It takes a testing.TB so that benchmarks and the fuzzer use
+// the same topology as the tests.
+func newLab(t testing.TB) *lab {
+	t.Helper()
+	return newLabSized(t, defaultFlows)
+}
+
+// newLabSized is newLab with conntrack maps of the given size.
+func newLabSized(t testing.TB, flows int) *lab {
 	t.Helper()
 	requireRoot(t)
-	d, err := Load(Options{Sizes: Sizes{Flows: defaultFlows}})
+	d, err := Load(Options{Sizes: Sizes{Flows: flows}})
 	if err != nil {
 		t.Fatalf("loading the data path: %v", err)
 	}
-	t.Cleanup(func() { d.Close() })
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("closing the data path: %v", err)
+		}
+	})
 	l := &lab{t: t, d: d}
 	l.setConfig(defaultConfig())
 	must(t, d.SetIface(lbIfindex, abi.IfaceInfo{IP: abi.IPv4(vip), MAC: mac6(lbMAC)}))
@@ -138,7 +150,7 @@ func newLab(t *testing.T) *lab {
 	return l
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -226,6 +238,57 @@ func (l *lab) ctRev(k abi.FlowKey) (abi.CTRev, bool) {
 	return asRev(v), true
 }
 
+// ctFlow is one flow as the two conntrack maps hold it.
+type ctFlow struct {
+	fk     abi.FlowKey
+	fwd    abi.CTFwd
+	rk     abi.FlowKey
+	rev    abi.CTRev
+	hasFwd bool
+	hasRev bool
+}
+
+// flows reads both conntrack maps, pairing entries by client port (the
+// tests that call it give every flow its own).
+func (l *lab) flows() map[uint16]*ctFlow {
+	l.t.Helper()
+	out := map[uint16]*ctFlow{}
+	get := func(port uint16) *ctFlow {
+		if out[port] == nil {
+			out[port] = &ctFlow{}
+		}
+		return out[port]
+	}
+	must(l.t, forEach(l.d.ctFwd, func(k, v []byte) error {
+		fk := asKey(k)
+		f := get(abi.PortFromNet(fk.SPort))
+		f.fk, f.fwd, f.hasFwd = fk, asFwd(v), true
+		return nil
+	}))
+	must(l.t, forEach(l.d.ctRev, func(k, v []byte) error {
+		rv := asRev(v)
+		f := get(abi.PortFromNet(rv.ClientPort))
+		f.rk, f.rev, f.hasRev = asKey(k), rv, true
+		return nil
+	}))
+	return out
+}
+
+// clearFlows empties both conntrack maps.
+func (l *lab) clearFlows() {
+	l.t.Helper()
+	for _, m := range []*struct {
+		del  func(unsafe.Pointer) error
+		walk batchMap
+	}{{l.d.ctFwd.DeleteKey, l.d.ctFwd}, {l.d.ctRev.DeleteKey, l.d.ctRev}} {
+		var keys []abi.FlowKey
+		must(l.t, forEach(m.walk, func(k, _ []byte) error { keys = append(keys, asKey(k)); return nil }))
+		for _, k := range keys {
+			must(l.t, m.del(unsafe.Pointer(&k)))
+		}
+	}
+}
+
 func flowKey(src, dst netip.Addr, sport, dport uint16, proto layers.IPProtocol) abi.FlowKey {
 	return abi.FlowKey{SAddr: abi.IPv4(src), DAddr: abi.IPv4(dst), SPort: abi.Port(sport), DPort: abi.Port(dport), Proto: uint8(proto)}
 }
@@ -260,7 +323,7 @@ type pkt struct {
 	fragOffset     uint16
 }
 
-func (p pkt) frame(t *testing.T) []byte {
+func (p pkt) frame(t testing.TB) []byte {
 	t.Helper()
 	eth := &layers.Ethernet{SrcMAC: p.srcMAC, DstMAC: p.dstMAC, EthernetType: layers.EthernetTypeIPv4}
 	ip := &layers.IPv4{
@@ -318,7 +381,7 @@ func (p pkt) frame(t *testing.T) []byte {
 // checksum field to the pseudo-header sum, so that the field is also the
 // correct full checksum: the pseudo-header sum P, the rest of the segment
 // R and the word W must satisfy P + R + W + P = 0xffff (one's complement).
-func makeAmbiguous(t *testing.T, frame []byte) {
+func makeAmbiguous(t testing.TB, frame []byte) {
 	t.Helper()
 	seg := l4Seg(frame)
 	hdr := 8
@@ -357,6 +420,51 @@ func udpFrom(c netip.Addr, cmac net.HardwareAddr, sport uint16, payload string) 
 		sport: sport, dport: vportUDP, payload: []byte(payload)}
 }
 
+// serialize builds a frame from gopacket layers, lengths and checksums
+// computed.
+func serialize(t testing.TB, ls ...gopacket.SerializableLayer) []byte {
+	t.Helper()
+	buf := gopacket.NewSerializeBuffer()
+	must(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...))
+	return append([]byte(nil), buf.Bytes()...)
+}
+
+// arpFrame is client 1 asking for the VIP's MAC.
+func arpFrame(t testing.TB) []byte {
+	return serialize(t, &layers.Ethernet{SrcMAC: cMAC1, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP},
+		&layers.ARP{
+			AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+			Operation: layers.ARPRequest, SourceHwAddress: cMAC1, SourceProtAddress: client1.AsSlice(),
+			DstHwAddress: make([]byte, 6), DstProtAddress: vip.AsSlice(),
+		})
+}
+
+// ipv6Frame is a TCP SYN over IPv6 to the TCP service's port.
+func ipv6Frame(t testing.TB) []byte {
+	ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP,
+		SrcIP: net.ParseIP("2001:db8::1"), DstIP: net.ParseIP("2001:db8::2")}
+	tcp6 := &layers.TCP{SrcPort: 40000, DstPort: vportTCP, SYN: true}
+	must(t, tcp6.SetNetworkLayerForChecksum(ip6))
+	return serialize(t, &layers.Ethernet{SrcMAC: cMAC1, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv6}, ip6, tcp6)
+}
+
+// icmpEcho is a ping from client 1's MAC.
+func icmpEcho(t testing.TB, src, dst netip.Addr) []byte {
+	return serialize(t, &layers.Ethernet{SrcMAC: cMAC1, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv4},
+		&layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()},
+		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 7, Seq: 1},
+		gopacket.Payload("ping"))
+}
+
+// icmpError builds an ICMP error from src to dst quoting `quote`.
+func icmpError(t testing.TB, srcMAC net.HardwareAddr, src, dst netip.Addr, typ, code uint8, mtu uint16, quote []byte) []byte {
+	return serialize(t,
+		&layers.Ethernet{SrcMAC: srcMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv4},
+		&layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()},
+		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code), Seq: mtu},
+		gopacket.Payload(quote))
+}
+
 // ---- decoding and independent checksums ----
 
 type decoded struct {
@@ -368,7 +476,7 @@ type decoded struct {
 	frame []byte
 }
 
-func decode(t *testing.T, frame []byte) decoded {
+func decode(t testing.TB, frame []byte) decoded {
 	t.Helper()
 	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
 	if el := p.ErrorLayer(); el != nil {
@@ -472,7 +580,7 @@ func l4CsumField(frame []byte) uint16 {
 
 // checkCsums checks the IPv4 header checksum and the L4 checksum of the
 // kind expected.
-func checkCsums(t *testing.T, what string, frame []byte, want csumMode) {
+func checkCsums(t testing.TB, what string, frame []byte, want csumMode) {
 	t.Helper()
 	if !ipv4CsumOK(frame) {
 		t.Errorf("%s: bad IPv4 header checksum %#04x", what, binary.BigEndian.Uint16(ipHdr(frame)[10:]))

@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/xdplb/xdplb/pkg/abi"
@@ -160,24 +159,6 @@ func TestPacketTCPFlow(t *testing.T) {
 	}
 }
 
-func TestPacketRedirectToOtherInterface(t *testing.T) {
-	l := newLab(t)
-	l.addBackend(be7)
-	l.addService(vip, 443, layers.IPProtocolTCP, 8443, 3, []uint32{be7.id})
-	syn := tcpFrom(client1, cMAC1, 40001)
-	syn.dport = 443
-	f := syn.frame(t)
-	out := l.runExpect(f, XDPRedirect, abi.ReasonFwdNewFlow)
-	_, sp := l.checkForward(f, out, 8443, csumFull, be7)
-	// Its reply (as if it came in on interface 7) goes back out of the
-	// client's interface, 1, which here is also the ingress: XDP_TX.
-	r := pkt{srcMAC: be7.mac, dstMAC: lb7MAC, src: be7.ip, dst: lb7IP, proto: layers.IPProtocolTCP,
-		sport: 8443, dport: sp, syn: true, ack: true}
-	rf := r.frame(t)
-	out = l.runExpect(rf, XDPTx, abi.ReasonReply)
-	l.checkReply(rf, out, client1, cMAC1, 40001, 443, csumFull)
-}
-
 func TestPacketUDPFlow(t *testing.T) {
 	l := newLab(t)
 	q := udpFrom(client1, cMAC1, 5000, "query")
@@ -217,35 +198,7 @@ func TestPacketUDPFlow(t *testing.T) {
 // expectedForward is what the program should make of a client frame of a
 // flow to b with SNAT port sp, built here independently (checksums and all).
 func (l *lab) expectedForward(in []byte, b testBackend, sp, target uint16) []byte {
-	out := append([]byte(nil), in...)
-	copy(out[0:6], b.mac)
-	copy(out[6:12], lbMAC)
-	h := ethLen
-	copy(out[h+12:h+16], vip.AsSlice())
-	ip := b.ip.As4()
-	copy(out[h+16:h+20], ip[:])
-	binary.BigEndian.PutUint16(out[h+10:], 0)
-	binary.BigEndian.PutUint16(out[h+10:], ^fold(sum16(ipHdr(out))))
-	l4 := h + len(ipHdr(out))
-	binary.BigEndian.PutUint16(out[l4:], sp)
-	binary.BigEndian.PutUint16(out[l4+2:], target)
-	binary.BigEndian.PutUint16(out[l4CsumOff(out):], 0)
-	binary.BigEndian.PutUint16(out[l4CsumOff(out):], ^fold(pseudoSum(out)+sum16(l4Seg(out))))
-	return out
-}
-
-func TestPacketUDPChecksumZeroStaysZero(t *testing.T) {
-	l := newLab(t)
-	q := udpFrom(client1, cMAC1, 5001, "no checksum here")
-	q.csum = csumNone
-	qf := q.frame(t)
-	out := l.runExpect(qf, XDPTx, abi.ReasonFwdNewFlow)
-	b, sp := l.checkForward(qf, out, targetUDP, csumNone, be1, be2)
-	r := pkt{srcMAC: b.mac, dstMAC: lbMAC, src: b.ip, dst: vip, proto: layers.IPProtocolUDP,
-		sport: targetUDP, dport: sp, payload: []byte("none either"), csum: csumNone}
-	rf := r.frame(t)
-	out = l.runExpect(rf, XDPTx, abi.ReasonReply)
-	l.checkReply(rf, out, client1, cMAC1, 5001, vportUDP, csumNone)
+	return natForward(in, b, sp, target, csumFull)
 }
 
 func TestPacketSameClientPortTwoClients(t *testing.T) {
@@ -410,211 +363,10 @@ func TestPacketSNATPortsExhausted(t *testing.T) {
 	l.runExpect(s.frame(t), XDPTx, abi.ReasonFwdNewFlow)
 }
 
-func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
-	t.Helper()
-	buf := gopacket.NewSerializeBuffer()
-	must(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...))
-	return append([]byte(nil), buf.Bytes()...)
-}
-
-func TestPacketPassThrough(t *testing.T) {
-	l := newLab(t)
-	eth := func(typ layers.EthernetType) *layers.Ethernet {
-		return &layers.Ethernet{SrcMAC: cMAC1, DstMAC: lbMAC, EthernetType: typ}
-	}
-	ip4 := func(dst netip.Addr, proto layers.IPProtocol) *layers.IPv4 {
-		return &layers.IPv4{Version: 4, TTL: 64, Protocol: proto, SrcIP: client1.AsSlice(), DstIP: dst.AsSlice()}
-	}
-	arp := serialize(t, eth(layers.EthernetTypeARP), &layers.ARP{
-		AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
-		Operation: layers.ARPRequest, SourceHwAddress: cMAC1, SourceProtAddress: client1.AsSlice(),
-		DstHwAddress: make([]byte, 6), DstProtAddress: vip.AsSlice(),
-	})
-	ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP,
-		SrcIP: net.ParseIP("2001:db8::1"), DstIP: net.ParseIP("2001:db8::2")}
-	tcp6 := &layers.TCP{SrcPort: 40000, DstPort: vportTCP, SYN: true}
-	must(t, tcp6.SetNetworkLayerForChecksum(ip6))
-	v6 := serialize(t, eth(layers.EthernetTypeIPv6), ip6, tcp6)
-
-	echoIP := ip4(vip, layers.IPProtocolICMPv4)
-	echo := serialize(t, eth(layers.EthernetTypeIPv4), echoIP,
-		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 7, Seq: 1},
-		gopacket.Payload("ping"))
-
-	tcp81 := tcpFrom(client1, cMAC1, 40000)
-	tcp81.dport = 81
-	udp54 := udpFrom(client1, cMAC1, 5000, "x")
-	udp54.dport = 7054
-	tcpOther := tcpFrom(client1, cMAC1, 40000)
-	tcpOther.dst = other
-	udpOther := udpFrom(client1, cMAC1, 5000, "x")
-	udpOther.dst = other
-	// A backend's packet to the SNAT address from a port no flow owns.
-	stray := pkt{srcMAC: be1.mac, dstMAC: lbMAC, src: be1.ip, dst: vip, proto: layers.IPProtocolTCP,
-		sport: targetTCP, dport: 25000, ack: true}
-	gre := serialize(t, eth(layers.EthernetTypeIPv4), ip4(vip, layers.IPProtocolGRE),
-		&layers.GRE{Protocol: layers.EthernetTypeIPv4}, gopacket.Payload(make([]byte, 20)))
-
-	for _, c := range []struct {
-		name   string
-		frame  []byte
-		reason abi.Reason
-	}{
-		{"ARP", arp, abi.ReasonPassNotIPv4},
-		{"IPv6", v6, abi.ReasonPassNotIPv4},
-		{"ICMP echo to the VIP", echo, abi.ReasonPassICMP},
-		{"TCP to a non-service port", tcp81.frame(t), abi.ReasonPassNotOurs},
-		{"UDP to a non-service port", udp54.frame(t), abi.ReasonPassNotOurs},
-		{"TCP to a non-VIP address", tcpOther.frame(t), abi.ReasonPassNotOurs},
-		{"UDP to a non-VIP address", udpOther.frame(t), abi.ReasonPassNotOurs},
-		{"untracked backend packet", stray.frame(t), abi.ReasonPassNotOurs},
-		{"GRE to the VIP", gre, abi.ReasonPassNotOurs},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			l.t = t
-			out := l.runExpect(c.frame, XDPPass, c.reason)
-			if !bytes.Equal(out, c.frame) {
-				t.Errorf("passed frame modified:\n in %x\nout %x", c.frame, out)
-			}
-		})
-	}
-}
-
-func TestPacketMalformed(t *testing.T) {
-	l := newLab(t)
-	syn := tcpFrom(client1, cMAC1, 40000).frame(t)
-	udp := udpFrom(client1, cMAC1, 5000, "0123456789").frame(t)
-
-	ethOnly := append([]byte(nil), syn[:ethLen]...)
-	cutIP := append([]byte(nil), syn[:ethLen+10]...)
-	cutTCP := append([]byte(nil), syn[:ethLen+20+10]...) // tot_len still says 40
-	// A TCP header cut short consistently: tot_len agrees with the frame.
-	shortTCP := append([]byte(nil), syn[:ethLen+20+10]...)
-	binary.BigEndian.PutUint16(shortTCP[ethLen+2:], 30)
-	fixIPCsum(shortTCP)
-	ihl4 := append([]byte(nil), syn...)
-	ihl4[ethLen] = 0x44
-	fixIPCsum(ihl4)
-	version6 := append([]byte(nil), syn...)
-	version6[ethLen] = 0x65
-	fixIPCsum(version6)
-	totLong := append([]byte(nil), syn...)
-	binary.BigEndian.PutUint16(totLong[ethLen+2:], uint16(len(syn)))
-	fixIPCsum(totLong)
-	totShort := append([]byte(nil), syn...)
-	binary.BigEndian.PutUint16(totShort[ethLen+2:], 16) // less than the header
-	fixIPCsum(totShort)
-	udpLong := append([]byte(nil), udp...)
-	binary.BigEndian.PutUint16(udpLong[ethLen+20+4:], 200)
-	tcpDoff := append([]byte(nil), syn...)
-	tcpDoff[ethLen+20+12] = 0x40
-
-	for _, c := range []struct {
-		name  string
-		frame []byte
-	}{
-		{"Ethernet header only", ethOnly}, {"IPv4 header cut", cutIP}, {"TCP header cut", cutTCP},
-		{"TCP header beyond tot_len", shortTCP}, {"ihl 4", ihl4}, {"version 6 in IPv4 frame", version6},
-		{"tot_len beyond frame", totLong}, {"tot_len below header", totShort},
-		{"UDP length beyond datagram", udpLong}, {"TCP data offset 4", tcpDoff},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			l.t = t
-			out := l.runExpect(c.frame, XDPPass, abi.ReasonPassMalformed)
-			if !bytes.Equal(out, c.frame) {
-				t.Errorf("malformed frame modified:\n in %x\nout %x", c.frame, out)
-			}
-		})
-	}
-	l.t = t
-	if n, err := l.d.FlowCount(); err != nil || n != 0 {
-		t.Errorf("malformed frames created %d flows (%v)", n, err)
-	}
-}
-
 func fixIPCsum(frame []byte) {
 	h := ipHdr(frame)
 	binary.BigEndian.PutUint16(h[10:], 0)
 	binary.BigEndian.PutUint16(h[10:], ^fold(sum16(h)))
-}
-
-func TestPacketIPOptions(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		ihl  uint8
-		opts []layers.IPv4Option
-	}{
-		{"ihl 6 router alert", 6, []layers.IPv4Option{{OptionType: 148, OptionLength: 4, OptionData: []byte{0, 0}}}},
-		{"ihl 7 record route", 7, []layers.IPv4Option{{OptionType: 7, OptionLength: 7, OptionData: []byte{4, 0, 0, 0, 0}}}},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			l := newLab(t)
-			for _, csum := range []csumMode{csumFull, csumPartial} {
-				syn := tcpFrom(client1, cMAC1, 45000+uint16(csum))
-				syn.ipOptions, syn.csum = c.opts, csum
-				syn.payload = []byte("options!")
-				sf := syn.frame(t)
-				if ihl := sf[ethLen] & 0x0f; ihl != c.ihl {
-					t.Fatalf("built ihl %d, want %d", ihl, c.ihl)
-				}
-				out := l.runExpect(sf, XDPTx, abi.ReasonFwdNewFlow)
-				// checkForward also checks the options are byte-for-byte kept.
-				b, sp := l.checkForward(sf, out, targetTCP, csum)
-				if !bytes.Equal(ipHdr(out)[20:], ipHdr(sf)[20:]) {
-					t.Errorf("options changed")
-				}
-				r := pkt{srcMAC: b.mac, dstMAC: lbMAC, src: b.ip, dst: vip, proto: layers.IPProtocolTCP,
-					sport: targetTCP, dport: sp, syn: true, ack: true, ipOptions: c.opts, csum: csum,
-					payload: []byte("x")}
-				rf := r.frame(t)
-				out = l.runExpect(rf, XDPTx, abi.ReasonReply)
-				l.checkReply(rf, out, client1, cMAC1, syn.sport, vportTCP, csum)
-			}
-		})
-	}
-}
-
-func TestPacketFragments(t *testing.T) {
-	l := newLab(t)
-	// A non-first fragment: no ports, not ours to steer.
-	nf := udpFrom(client1, cMAC1, 5000, "fragment tail bytes")
-	nf.fragOffset = 100
-	nff := nf.frame(t)
-	out := l.runExpect(nff, XDPPass, abi.ReasonPassFragment)
-	if !bytes.Equal(out, nff) {
-		t.Error("non-first fragment modified")
-	}
-	// A first fragment to a service: dropped, never half-forwarded.
-	ff := udpFrom(client1, cMAC1, 5000, "first fragment")
-	ff.ipFlags = layers.IPv4MoreFragments
-	l.runExpect(ff.frame(t), XDPDrop, abi.ReasonDropFragment)
-	fft := tcpFrom(client1, cMAC1, 40000)
-	fft.ipFlags = layers.IPv4MoreFragments
-	l.runExpect(fft.frame(t), XDPDrop, abi.ReasonDropFragment)
-	if n, _ := l.d.FlowCount(); n != 0 {
-		t.Errorf("first fragments created %d flows", n)
-	}
-	// A first fragment to anything else passes untouched.
-	other := udpFrom(client1, cMAC1, 5000, "first fragment")
-	other.dport, other.ipFlags = 7054, layers.IPv4MoreFragments
-	of := other.frame(t)
-	out = l.runExpect(of, XDPPass, abi.ReasonPassNotOurs)
-	if !bytes.Equal(out, of) {
-		t.Error("unrelated first fragment modified")
-	}
-	// A first fragment of a tracked flow's reply is dropped too.
-	q := udpFrom(client1, cMAC1, 5002, "q").frame(t)
-	out = l.runExpect(q, XDPTx, abi.ReasonFwdNewFlow)
-	b, sp := l.checkForward(q, out, targetUDP, csumFull, be1, be2)
-	r := pkt{srcMAC: b.mac, dstMAC: lbMAC, src: b.ip, dst: vip, proto: layers.IPProtocolUDP,
-		sport: targetUDP, dport: sp, payload: []byte("big answer, first part"), ipFlags: layers.IPv4MoreFragments}
-	l.runExpect(r.frame(t), XDPDrop, abi.ReasonDropFragment)
-	// A DF-flagged (not fragmented) packet is an ordinary one.
-	df := udpFrom(client1, cMAC1, 5002, "df")
-	df.ipFlags = layers.IPv4DontFragment
-	dff := df.frame(t)
-	out = l.runExpect(dff, XDPTx, abi.ReasonFwd)
-	l.checkForward(dff, out, targetUDP, csumFull, b)
 }
 
 func TestPacketPartialChecksumGeneric(t *testing.T) {
@@ -647,49 +399,6 @@ func TestPacketPartialChecksumGeneric(t *testing.T) {
 	l.checkForward(uf, out, targetUDP, csumPartial, be1, be2)
 }
 
-func TestPacketPartialChecksumComplete(t *testing.T) {
-	l := newLab(t)
-	c := defaultConfig()
-	c.Flags = abi.CfgCompletePartial // native XDP
-	l.setConfig(c)
-	// Payload sizes around the program's 512-byte chunks and odd tails.
-	for i, n := range []int{0, 1, 3, 490, 491, 492, 1021, 1401} {
-		syn := tcpFrom(client1, cMAC1, 47000+uint16(i))
-		syn.csum = csumPartial
-		syn.payload = make([]byte, n)
-		for j := range syn.payload {
-			syn.payload[j] = byte(j*7 + i)
-		}
-		sf := syn.frame(t)
-		out := l.runExpect(sf, XDPTx, abi.ReasonFwdNewFlow)
-		b, sp := l.checkForward(sf, out, targetTCP, csumFull)
-
-		r := pkt{srcMAC: b.mac, dstMAC: lbMAC, src: b.ip, dst: vip, proto: layers.IPProtocolTCP,
-			sport: targetTCP, dport: sp, syn: true, ack: true, csum: csumPartial, payload: syn.payload}
-		rf := r.frame(t)
-		out = l.runExpect(rf, XDPTx, abi.ReasonReply)
-		l.checkReply(rf, out, client1, cMAC1, syn.sport, vportTCP, csumFull)
-	}
-	u := udpFrom(client1, cMAC1, 5004, "odd")
-	u.csum = csumPartial
-	uf := u.frame(t)
-	out := l.runExpect(uf, XDPTx, abi.ReasonFwdNewFlow)
-	l.checkForward(uf, out, targetUDP, csumFull, be1, be2)
-	// Full checksums are not touched by the completion path.
-	f := udpFrom(client1, cMAC1, 5005, "full").frame(t)
-	out = l.runExpect(f, XDPTx, abi.ReasonFwdNewFlow)
-	l.checkForward(f, out, targetUDP, csumFull, be1, be2)
-}
-
-// icmpError builds an ICMP error from src to dst quoting `quote`.
-func icmpError(t *testing.T, srcMAC net.HardwareAddr, src, dst netip.Addr, typ, code uint8, mtu uint16, quote []byte) []byte {
-	return serialize(t,
-		&layers.Ethernet{SrcMAC: srcMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv4},
-		&layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()},
-		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code), Seq: mtu},
-		gopacket.Payload(quote))
-}
-
 // checkICMPToClient checks a translated ICMP error: outer header from the
 // VIP to the client, checksums, and a quote equal to the client's own packet.
 func (l *lab) checkICMPToClient(in, out []byte, client netip.Addr, cmac net.HardwareAddr, wantQuote []byte) {
@@ -719,62 +428,6 @@ func (l *lab) checkICMPToClient(in, out []byte, client netip.Addr, cmac net.Hard
 	}
 	if !bytes.Equal(quote, wantQuote) {
 		t.Errorf("quote is not the client's packet:\n got %x\nwant %x", quote, wantQuote)
-	}
-}
-
-func TestPacketICMPErrorToClient(t *testing.T) {
-	l := newLab(t)
-	syn := tcpFrom(client1, cMAC1, 48000)
-	syn.payload = []byte("some data that was too big")
-	sf := syn.frame(t)
-	fwd := l.runExpect(sf, XDPTx, abi.ReasonFwdNewFlow)
-	b, _ := l.checkForward(sf, fwd, targetTCP, csumFull)
-
-	// Frag-needed quoting the whole forwarded packet: the quoted TCP
-	// checksum is in the quote and must be restored with everything else,
-	// so the client sees exactly the packet it sent.
-	in := icmpError(t, b.mac, b.ip, vip, 3, 4, 1400, fwd[ethLen:])
-	out := l.runExpect(in, XDPTx, abi.ReasonICMPErrorToClient)
-	l.checkICMPToClient(in, out, client1, cMAC1, sf[ethLen:])
-	quote := out[ethLen+20+8:]
-	if !l4FullOK(append(make([]byte, ethLen), quote...)) {
-		t.Error("quoted TCP checksum wrong")
-	}
-
-	// The RFC 792 minimum quote: IP header + 8 bytes (no TCP checksum).
-	in = icmpError(t, b.mac, b.ip, vip, 3, 4, 1400, fwd[ethLen:ethLen+20+8])
-	out = l.runExpect(in, XDPTx, abi.ReasonICMPErrorToClient)
-	want := append([]byte(nil), sf[ethLen:ethLen+20+8]...)
-	// The quoted IP header keeps the forwarded packet's tot_len.
-	l.checkICMPToClient(in, out, client1, cMAC1, want)
-
-	// Port unreachable about a UDP flow: the UDP checksum is within 8 bytes.
-	q := udpFrom(client2, cMAC2, 5006, "hello?")
-	qf := q.frame(t)
-	fwd = l.runExpect(qf, XDPTx, abi.ReasonFwdNewFlow)
-	ub, _ := l.checkForward(qf, fwd, targetUDP, csumFull, be1, be2)
-	in = icmpError(t, ub.mac, ub.ip, vip, 3, 3, 0, fwd[ethLen:ethLen+20+8])
-	out = l.runExpect(in, XDPTx, abi.ReasonICMPErrorToClient)
-	l.checkICMPToClient(in, out, client2, cMAC2, qf[ethLen:ethLen+20+8])
-
-	// Time exceeded from a router on the way to the backend.
-	in = icmpError(t, b.mac, netip.MustParseAddr("10.1.0.254"), vip, 11, 0, 0, fwd[ethLen:ethLen+20+8])
-	out = l.runExpect(in, XDPTx, abi.ReasonICMPErrorToClient)
-	l.checkICMPToClient(in, out, client2, cMAC2, qf[ethLen:ethLen+20+8])
-
-	// An error about no flow of ours is the kernel's business, untouched.
-	stray := tcpFrom(client3, cMAC3, 1).frame(t)
-	binary.BigEndian.PutUint16(stray[ethLen+20:], 12345)
-	in = icmpError(t, b.mac, b.ip, vip, 3, 4, 1400, stray[ethLen:])
-	out = l.runExpect(in, XDPPass, abi.ReasonPassICMP)
-	if !bytes.Equal(in, out) {
-		t.Error("unrelated ICMP error modified")
-	}
-	// So is an error too short to quote ports.
-	in = icmpError(t, b.mac, b.ip, vip, 3, 4, 1400, fwd[ethLen:ethLen+20+4])
-	out = l.runExpect(in, XDPPass, abi.ReasonPassICMP)
-	if !bytes.Equal(in, out) {
-		t.Error("truncated ICMP error modified")
 	}
 }
 
@@ -898,8 +551,9 @@ func TestPacketInterfaceCopies(t *testing.T) {
 }
 
 // TestPacketPortFilter: only packets to a listen port or a SNAT port cost
-// a conntrack lookup, and flows stay reachable after their service is
-// deleted and the SNAT range moved (port_filter bits are never cleared).
+// a conntrack lookup. That flows stay reachable after their service is
+// deleted and the SNAT range moved (port_filter bits are never cleared)
+// is in packetCases ("port filter/...").
 func TestPacketPortFilter(t *testing.T) {
 	l := newLab(t)
 	for _, c := range []struct {
@@ -918,33 +572,6 @@ func TestPacketPortFilter(t *testing.T) {
 		}
 		if got := b.SNAT&bit != 0; got != c.snat {
 			t.Errorf("port %d: SNAT bit %v, want %v", c.port, got, c.snat)
-		}
-	}
-
-	syn := tcpFrom(client1, cMAC1, 40200)
-	sf := syn.frame(t)
-	b, sp := l.checkForward(sf, l.runExpect(sf, XDPTx, abi.ReasonFwdNewFlow), targetTCP, csumFull)
-	reply := pkt{srcMAC: b.mac, dstMAC: lbMAC, src: b.ip, dst: vip, proto: layers.IPProtocolTCP,
-		sport: targetTCP, dport: sp, syn: true, ack: true}
-	l.runExpect(reply.frame(t), XDPTx, abi.ReasonReply)
-
-	// The service goes and the SNAT range moves: the flow lives on.
-	must(t, l.d.DeleteService(abi.SvcKey{VIP: abi.IPv4(vip), Port: abi.Port(vportTCP), Proto: uint8(layers.IPProtocolTCP)}))
-	c := defaultConfig()
-	c.SNATPortMin, c.SNATPortMax = 40000, 40999
-	must(t, l.d.SetConfig(c)) // l.cfg keeps the range the flow's port came from, for checkForward
-	est := syn
-	est.syn, est.ack, est.payload = false, true, []byte("still here")
-	ef := est.frame(t)
-	l.checkForward(ef, l.runExpect(ef, XDPTx, abi.ReasonFwd), targetTCP, csumFull, b)
-	reply.syn = false
-	rf := reply.frame(t)
-	l.checkReply(rf, l.runExpect(rf, XDPTx, abi.ReasonReply), client1, cMAC1, 40200, vportTCP, csumFull)
-	// ...while a new connection to the deleted service is not ours.
-	l.runExpect(tcpFrom(client2, cMAC2, 40201).frame(t), XDPPass, abi.ReasonPassNotOurs)
-	for _, p := range []uint16{sp, 40000, 40999} {
-		if e, err := l.d.portFilterEntry(p); err != nil || e.SNAT&(1<<(p%64)) == 0 {
-			t.Errorf("port %d lost its SNAT bit (%v)", p, err)
 		}
 	}
 }

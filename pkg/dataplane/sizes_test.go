@@ -10,7 +10,7 @@ import (
 // Sizes really resize the maps, ids are bounded by the new sizes, and the
 // program still loads and forwards with them.
 func TestSizesResizeServicesAndBackends(t *testing.T) {
-	lbtRequireRoot(t)
+	requireRoot(t)
 	d, err := Load(Options{Sizes: Sizes{Flows: 2048, Services: 8, Backends: 5000}})
 	if err != nil {
 		t.Fatalf("Load: %v", err)
