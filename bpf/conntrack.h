@@ -83,20 +83,40 @@ static __always_inline int ct_expired(const struct lb_config *cfg, const struct 
 	return now > last && now - last > ct_timeout(cfg, rev->state);
 }
 
-/* Returns whether a new flow that found no free port may take this one's:
- * a flow never established (CT_STEAL_IDLE_NS), or one closed for longer
- * than the backend's own TIME_WAIT (CT_LINUX_TIME_WAIT_NS). Expired flows
- * are taken before any of these. */
-static __always_inline int ct_stealable(const struct ct_rev *rev, __u64 now)
+/* How much a new flow that found no free port may take this flow's port.
+ * Expired flows are taken before any of these, as if free. */
+enum ct_stale {
+	STALE_NO = 0,
+	/* The backend's TIME_WAIT may still hold the tuple: taking the port
+	 * risks one PAWS-rejected SYN (the client resends it after a second,
+	 * and its ACK of the backend's reply kills that TIME_WAIT), which is
+	 * what refusing the flow would cost for certain. */
+	STALE_LAST_RESORT,
+	/* Nobody holds the tuple any more: a flow never established
+	 * (CT_STEAL_IDLE_NS), reset, or closed for longer than the backend's
+	 * own TIME_WAIT (CT_LINUX_TIME_WAIT_NS). */
+	STALE_SAFE,
+};
+
+static __always_inline enum ct_stale ct_stale(const struct ct_rev *rev, __u64 now)
 {
 	__u64 last = rev->client_seen_ns > rev->backend_seen_ns ? rev->client_seen_ns
 								 : rev->backend_seen_ns;
 
-	if (rev->state == XDPLB_CT_TCP_SYN_SENT || rev->state == XDPLB_CT_TCP_SYN_RECV)
-		return now > rev->client_seen_ns && now - rev->client_seen_ns > CT_STEAL_IDLE_NS;
-	if (rev->state == XDPLB_CT_TCP_TIME_WAIT)
-		return now > last && now - last > CT_LINUX_TIME_WAIT_NS;
-	return 0;
+	switch (rev->state) {
+	case XDPLB_CT_TCP_SYN_SENT:
+	case XDPLB_CT_TCP_SYN_RECV:
+		return now > rev->client_seen_ns && now - rev->client_seen_ns > CT_STEAL_IDLE_NS
+			       ? STALE_SAFE
+			       : STALE_NO;
+	case XDPLB_CT_TCP_CLOSE:
+		return STALE_SAFE;
+	case XDPLB_CT_TCP_TIME_WAIT:
+		return now > last && now - last > CT_LINUX_TIME_WAIT_NS ? STALE_SAFE
+									 : STALE_LAST_RESORT;
+	default:
+		return STALE_NO;
+	}
 }
 
 static __always_inline void ct_touch(__u64 *last_seen, __u64 now, __u64 timeout)
@@ -109,13 +129,19 @@ static __always_inline void ct_touch(__u64 *last_seen, __u64 now, __u64 timeout)
 		*last_seen = now;
 }
 
+/* Returns whether the flow's TCP connection is closing or closed, so that a
+ * SYN on its tuple opens a new one. */
+static __always_inline int ct_closed(const struct ct_rev *rev)
+{
+	return rev->state >= XDPLB_CT_TCP_FIN_WAIT && rev->state <= XDPLB_CT_TCP_CLOSE;
+}
+
 /* Returns whether a client packet opens a new connection on a flow whose
  * connection is over (the client reuses its port): the flow starts again,
  * on the same port. */
 static __always_inline int ct_reopens(const struct ct_rev *rev, const struct packet *pkt)
 {
-	return tcp_is_syn(pkt) && rev->state >= XDPLB_CT_TCP_FIN_WAIT &&
-	       rev->state <= XDPLB_CT_TCP_CLOSE;
+	return tcp_is_syn(pkt) && ct_closed(rev);
 }
 
 /* The state a client packet without a tracked flow starts one in. A TCP
@@ -323,92 +349,138 @@ static __always_inline void ct_fwd_delete(const struct flow_key *key)
 
 /* Result of probing one port for a new flow. */
 enum ct_probe {
-	PROBE_BUSY,     /* another flow's, and live */
-	PROBE_CLAIMED,  /* ours now: free, expired, or our own tuple's flow restarted */
-	PROBE_ADOPTED,  /* our own tuple's live flow, whose ct_fwd was lost: use it as it is */
-	PROBE_STEALABLE /* another flow's, stale (ct_stealable()): a last resort */
+	PROBE_BUSY,       /* another flow's, and live */
+	PROBE_CLAIMED,    /* ours now: free, expired, or our own tuple's flow restarted */
+	PROBE_ADOPTED,    /* our own tuple's live flow, whose ct_fwd was lost: use it as it is */
+	PROBE_STALE,      /* another flow's, nobody's any more (STALE_SAFE) */
+	PROBE_LAST_RESORT /* another flow's, closed but maybe in the backend's TIME_WAIT */
 };
 
 /*
- * Try one SNAT port for client packet pkt: *rk is the reply key with the
- * port set, *rv the new flow's entry. The insert with BPF_NOEXIST is what
+ * The search for a new flow's SNAT port, as bpf_loop() hands it from one
+ * probe to the next. bpf_loop() has the verifier check one probe once,
+ * where an unrolled or bounded loop had it walk every probe's branches.
+ */
+struct ct_search {
+	union flow_key_words rk;     /* reply key; its port is the probe's */
+	union ct_rev_words rv;       /* the new flow's entry */
+	union flow_key_words client; /* the client's tuple (ct_owned()) */
+	__u64 now;
+	__u32 min, n, off;           /* the range, and where the hashed run is */
+	__u32 prefer, cport;         /* tried first when nonzero */
+	__u32 port;                  /* out: the port claimed or adopted */
+	__u32 stale, last_resort;    /* the first stale ports seen */
+	__u8 syn;                    /* the packet opens a connection (ct_reopens()) */
+	__u8 adopted;                /* out: port came with a live flow */
+};
+
+/*
+ * Try one SNAT port: s->rk holds it. The insert with BPF_NOEXIST is what
  * makes a free port ours atomically across CPUs. A taken port's owner is
  * looked at: a flow of the same client tuple is this client coming back,
- * an expired one is free for anybody. Replacing an entry is safe without
- * touching the old owner's ct_fwd: ct_fwd_use() sees it no longer owns the
- * port.
+ * an expired one is free for anybody, a stale one (ct_stale()) a fallback.
+ * Replacing an entry is safe without touching the old owner's ct_fwd:
+ * ct_fwd_use() sees it no longer owns the port.
  */
-static __always_inline enum ct_probe ct_probe_port(const union flow_key_words *rk,
-						   const union ct_rev_words *rv,
-						   const struct packet *pkt,
-						   const struct lb_config *cfg, __u64 now)
+static __always_inline enum ct_probe ct_probe_port(struct ct_search *s,
+						   const struct lb_config *cfg)
 {
-	struct ct_rev *occ = bpf_map_lookup_elem(&ct_rev, rk);
+	struct ct_rev *occ = bpf_map_lookup_elem(&ct_rev, &s->rk);
+	int mine, expired;
 
 	if (!occ)
-		return bpf_map_update_elem(&ct_rev, rk, rv, BPF_NOEXIST) == 0 ? PROBE_CLAIMED
-									       : PROBE_BUSY;
-	if (ct_owned(occ, &pkt->k) && !ct_expired(cfg, occ, now) && !ct_reopens(occ, pkt))
+		return bpf_map_update_elem(&ct_rev, &s->rk, &s->rv, BPF_NOEXIST) == 0 ? PROBE_CLAIMED
+										       : PROBE_BUSY;
+	mine = ct_owned(occ, &s->client);
+	expired = ct_expired(cfg, occ, s->now);
+	if (mine && !expired && !(s->syn && ct_closed(occ)))
 		return PROBE_ADOPTED;
-	if (ct_owned(occ, &pkt->k) || ct_expired(cfg, occ, now))
-		return bpf_map_update_elem(&ct_rev, rk, rv, BPF_EXIST) == 0 ? PROBE_CLAIMED
-									     : PROBE_BUSY;
-	return ct_stealable(occ, now) ? PROBE_STEALABLE : PROBE_BUSY;
+	if (mine || expired)
+		return bpf_map_update_elem(&ct_rev, &s->rk, &s->rv, BPF_EXIST) == 0 ? PROBE_CLAIMED
+										     : PROBE_BUSY;
+	switch (ct_stale(occ, s->now)) {
+	case STALE_SAFE:
+		return PROBE_STALE;
+	case STALE_LAST_RESORT:
+		return PROBE_LAST_RESORT;
+	default:
+		return PROBE_BUSY;
+	}
+}
+
+/* bpf_loop() callback: probe number i of the search. The ports tried, in
+ * order: prefer, the client's own port, then a run from a hash of the flow.
+ * Returns 1 (stop) once a port is ours. */
+static long ct_probe_cb(__u64 i, void *ctx)
+{
+	struct ct_search *s = ctx;
+	const struct lb_config *cfg;
+	__u32 zero = 0, port;
+	enum ct_probe res;
+
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || s->n == 0)
+		return 1;
+	if (i == 0 && s->prefer) {
+		port = s->prefer;
+	} else if (i <= 1 && s->cport) {
+		port = s->cport;
+		s->cport = 0;
+	} else {
+		port = s->min + s->off;
+		s->off = s->off + 1 >= s->n ? 0 : s->off + 1;
+	}
+	flow_key_set_dport(&s->rk, bpf_htons((__u16)port));
+	res = ct_probe_port(s, cfg);
+	if (res == PROBE_CLAIMED || res == PROBE_ADOPTED) {
+		s->port = port;
+		s->adopted = res == PROBE_ADOPTED;
+		return 1;
+	}
+	if (res == PROBE_STALE && !s->stale)
+		s->stale = port;
+	if (res == PROBE_LAST_RESORT && !s->last_resort)
+		s->last_resort = port;
+	return 0;
 }
 
 /*
- * Claim a SNAT source port towards one backend endpoint. The ports tried,
- * in order: `prefer` (the port of the flow this client tuple had, when it
- * restarts it), the client's own source port, then a run starting at a
- * hash of the flow, XDPLB_SNAT_PROBES in all; each only inside the SNAT
- * range. When every port tried is busy, a stealable one (the first seen)
- * is taken. *adopted tells that the port came with a live flow.
+ * Claim a SNAT source port towards one backend endpoint for the flow in
+ * s->rv (s->rk: its reply key but for the port). Tried: `prefer` (the
+ * port of the flow this client tuple had, when it restarts it), the
+ * client's own source port, then a run starting at a hash of the flow,
+ * XDPLB_SNAT_PROBES in all, each only inside the SNAT range. When no port
+ * tried is free, the first stale one seen is taken (ct_stale()): one
+ * nobody holds, else one the backend may hold in TIME_WAIT.
  * Returns the port in host order, or 0 when none could be had.
  */
-static __always_inline __u32 ct_alloc_snat_port(union flow_key_words *rk,
-						const union ct_rev_words *rv,
-						const struct packet *pkt,
-						const struct lb_config *cfg, __u64 now,
-						__u32 prefer, int *adopted)
+static __always_inline __u32 ct_alloc_snat_port(struct ct_search *s, const struct packet *pkt,
+						const struct lb_config *cfg, __u32 prefer)
 {
 	__u32 min = cfg->snat_port_min, max = cfg->snat_port_max;
 	__u32 cport = bpf_ntohs(pkt->key.sport);
-	__u32 n, off, i, port, steal = 0;
-	enum ct_probe res;
 
 	if (min == 0 || max < min)
 		return 0;
-	n = max - min + 1;
-	if (prefer < min || prefer > max)
-		prefer = 0;
-	if (cport < min || cport > max || cport == prefer)
-		cport = 0;
-	off = flow_hash(&pkt->key, XDPLB_HASH_SEED_SNAT) % n;
+	s->min = min;
+	s->n = max - min + 1;
+	s->prefer = prefer >= min && prefer <= max ? prefer : 0;
+	s->cport = cport >= min && cport <= max && cport != s->prefer ? cport : 0;
+	s->off = flow_hash(&pkt->key, XDPLB_HASH_SEED_SNAT) % s->n;
+	s->client = pkt->k;
+	s->syn = tcp_is_syn(pkt);
+	s->port = s->stale = s->last_resort = 0;
+	s->adopted = 0;
 
-	for (i = 0; i < XDPLB_SNAT_PROBES; i++) {
-		if (i == 0 && prefer) {
-			port = prefer;
-		} else if (i <= 1 && cport) {
-			port = cport;
-			cport = 0;
-		} else {
-			port = min + off;
-			off = off + 1 == n ? 0 : off + 1;
-		}
-		flow_key_set_dport(rk, bpf_htons((__u16)port));
-		res = ct_probe_port(rk, rv, pkt, cfg, now);
-		if (res == PROBE_CLAIMED || res == PROBE_ADOPTED) {
-			*adopted = res == PROBE_ADOPTED;
-			return port;
-		}
-		if (res == PROBE_STEALABLE && !steal)
-			steal = port;
-	}
-	if (!steal)
+	bpf_loop(XDPLB_SNAT_PROBES, ct_probe_cb, s, 0);
+	if (s->port)
+		return s->port;
+	if (!s->stale)
+		s->stale = s->last_resort;
+	if (!s->stale)
 		return 0;
-	flow_key_set_dport(rk, bpf_htons((__u16)steal));
-	*adopted = 0;
-	return bpf_map_update_elem(&ct_rev, rk, rv, BPF_EXIST) == 0 ? steal : 0;
+	flow_key_set_dport(&s->rk, bpf_htons((__u16)s->stale));
+	return bpf_map_update_elem(&ct_rev, &s->rk, &s->rv, BPF_EXIST) == 0 ? s->stale : 0;
 }
 
 /*
@@ -428,10 +500,8 @@ static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *
 	const struct flow_key *key = &pkt->key;
 	const struct backend *be;
 	union ct_fwd_words fv;
-	union ct_rev_words rv;
-	union flow_key_words rk;
+	struct ct_search s;
 	__u32 id, port, ifindex = ctx->ingress_ifindex; /* read once: see ct_repair() */
-	int adopted = 0;
 
 	id = maglev_pick(svc->id, flow_hash(key, XDPLB_HASH_SEED_MAGLEV));
 	if (!id)
@@ -441,11 +511,12 @@ static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *
 		return XDPLB_R_PASS_NO_BACKEND;
 	if (!(be->flags & XDPLB_BACKEND_F_IFACE))
 		return XDPLB_R_DROP_NO_IFACE;
-	if (ct_rev_new(&rv, ifindex, pkt, be, id, svc->id, now) < 0)
+	if (ct_rev_new(&s.rv, ifindex, pkt, be, id, svc->id, now) < 0)
 		return XDPLB_R_DROP_NO_IFACE;
 
-	ct_rev_key(&rk, be->ip, be->snat_ip, svc->target_port, 0, key->proto);
-	port = ct_alloc_snat_port(&rk, &rv, pkt, cfg, now, prefer, &adopted);
+	ct_rev_key(&s.rk, be->ip, be->snat_ip, svc->target_port, 0, key->proto);
+	s.now = now;
+	port = ct_alloc_snat_port(&s, pkt, cfg, prefer);
 	if (!port)
 		return XDPLB_R_DROP_NO_SNAT_PORT;
 
@@ -480,7 +551,7 @@ static __always_inline __u32 ct_create(struct xdp_md *ctx, const struct packet *
 	t->snat_ip = fv.v.snat_ip;
 	t->snat_port = fv.v.snat_port;
 	t->backend_port = fv.v.backend_port;
-	return adopted ? XDPLB_R_FWD : XDPLB_R_FWD_NEW_FLOW;
+	return s.adopted ? XDPLB_R_FWD : XDPLB_R_FWD_NEW_FLOW;
 }
 
 #endif /* XDPLB_CONNTRACK_H */

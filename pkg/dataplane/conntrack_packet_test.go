@@ -367,14 +367,51 @@ func TestConntrackTakesNeverEstablishedPorts(t *testing.T) {
 	late.reply(spHalf, true, true, false, false)
 	l.runExpect(half.pkt(false, true, false, false).frame(t), XDPDrop, abi.ReasonDropNoSNATPort)
 
-	// A closed flow gives up its port once the backend's own TIME_WAIT
-	// (60 s) is over, even before --tcp-time-wait-timeout (2 minutes here).
-	est.closeBoth(spEst)
-	est.age(spEst, 59*time.Second, 59*time.Second)
-	l.runExpect(half.pkt(false, true, false, false).frame(t), XDPDrop, abi.ReasonDropNoSNATPort)
-	est.age(spEst, 61*time.Second, 61*time.Second)
-	if sp := half.ack(abi.ReasonFwdNewFlow); sp != spEst {
-		t.Errorf("new flow got port %d, want the flow closed 61s ago's %d", sp, spEst)
+}
+
+// TestConntrackStalePortsOrder: with no port free, a new flow takes a port
+// nobody holds (a reset flow's, a flow closed longer than Linux's 60 s
+// TIME_WAIT) before one the backend may still hold in TIME_WAIT, and that
+// before being refused; never a live flow's.
+func TestConntrackStalePortsOrder(t *testing.T) {
+	l := newConntrackLab(t)
+	c := defaultConfig()
+	c.SNATPortMin, c.SNATPortMax = 30000, 30001
+	l.setConfig(c)
+	tw := tcpClient(l, client1, cMAC1, 44000)
+	rst := tcpClient(l, client2, cMAC2, 44000)
+	spTW := tw.handshake(abi.ReasonFwdNewFlow)
+	spRST := rst.handshake(abi.ReasonFwdNewFlow)
+	tw.closeBoth(spTW)
+	tw.age(spTW, 30*time.Second, 30*time.Second)
+	rst.send(rst.pkt(false, true, false, true), abi.ReasonFwd)
+	rst.wantState(spRST, abi.CTTCPClose)
+
+	first := tcpClient(l, client3, cMAC3, 44000)
+	if sp := first.syn(abi.ReasonFwdNewFlow); sp != spRST {
+		t.Errorf("first new flow got port %d, want the reset flow's %d", sp, spRST)
+	}
+	second := tcpClient(l, client3, cMAC3, 44001)
+	if sp := second.syn(abi.ReasonFwdNewFlow); sp != spTW {
+		t.Errorf("second new flow got port %d, want the TIME_WAIT flow's %d as a last resort", sp, spTW)
+	}
+	third := tcpClient(l, client3, cMAC3, 44002)
+	l.runExpect(third.pkt(true, false, false, false).frame(t), XDPDrop, abi.ReasonDropNoSNATPort)
+
+	// A closed flow past Linux's TIME_WAIT counts as nobody's: it goes
+	// before a younger one.
+	l2 := newConntrackLab(t)
+	l2.setConfig(c)
+	young := tcpClient(l2, client1, cMAC1, 44000)
+	old := tcpClient(l2, client2, cMAC2, 44000)
+	spYoung := young.handshake(abi.ReasonFwdNewFlow)
+	spOld := old.handshake(abi.ReasonFwdNewFlow)
+	young.closeBoth(spYoung)
+	old.closeBoth(spOld)
+	young.age(spYoung, 30*time.Second, 30*time.Second)
+	old.age(spOld, 61*time.Second, 61*time.Second)
+	if sp := tcpClient(l2, client3, cMAC3, 44000).syn(abi.ReasonFwdNewFlow); sp != spOld {
+		t.Errorf("new flow got port %d, want the flow closed 61s ago's %d", sp, spOld)
 	}
 }
 
