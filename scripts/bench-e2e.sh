@@ -51,7 +51,11 @@ case $TOPO in one) TOPOS=(one) ;; two) TOPOS=(two) ;; both) TOPOS=(one two) ;; *
 [[ $DURATION =~ ^([1-9][0-9]*)s?$ ]] || die "DURATION=$DURATION: want seconds, e.g. 6s"
 DSEC=${BASH_REMATCH[1]}
 [ -z "$MTU_B" ] || [[ $MTU_B =~ ^[0-9]+$ ]] || die "MTU_B=$MTU_B: want a number"
+seen=" "
 for v in $VARIANTS; do
+	[[ ${v%%:*} =~ ^[a-z0-9_-]+$ ]] || die "VARIANTS: '${v%%:*}': a name is [a-z0-9_-]"
+	[[ $seen == *" ${v%%:*} "* ]] && die "VARIANTS: '${v%%:*}' twice; name each xdplb variant (xdplb-NAME:FLAGS)"
+	seen+="${v%%:*} "
 	case ${v%%:*} in direct | iptables | nginx | haproxy | xdplb*) ;; *) die "VARIANTS: unknown variant '${v%%:*}' (want direct, iptables, nginx, haproxy or xdplb[-NAME][:FLAGS])" ;; esac
 	[[ $v == *:* && ${v%%:*} != xdplb* ]] && die "VARIANTS: '$v': only xdplb variants take flags"
 done
@@ -585,6 +589,7 @@ PHASES=(all)
 [ "$ONE_CLIENT" = 1 ] && PHASES+=(close1)
 VLIST=($VARIANTS)
 START=$(date +%s)
+LOAD0=$(cut -d' ' -f1 /proc/loadavg)
 log "topologies: ${TOPOS[*]}; variants: ${VLIST[*]}; $ROUNDS round(s) of $DURATION; prefix $P"
 for TOPO_KIND in "${TOPOS[@]}"; do
 	for ROUND in $(seq "$ROUNDS"); do
@@ -634,7 +639,8 @@ ELAPSED=$(($(date +%s) - START))
 # ---- report ------------------------------------------------------------------
 
 CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-HEADER="$(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), $CPU, nproc $(nproc); $ROUNDS round(s) of $DURATION, ${ELAPSED}s in all"
+# The load average tells a reader how busy the (maybe shared) machine was.
+HEADER="$(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), $CPU, nproc $(nproc); $ROUNDS round(s) of $DURATION, ${ELAPSED}s in all; load average $LOAD0 at start, $(cut -d' ' -f1 /proc/loadavg) at end"
 VNAMES=""
 for spec in "${VLIST[@]}"; do VNAMES+="${spec%%:*} "; done
 THREADS=$THREADS CONNS=$CONNS bash "$ROOT/scripts/bench-e2e-report.sh" "$CSV" "$CHECKS" "$OUT_DIR" "$HEADER" "$VNAMES" "${TOPOS[*]}" "$VARIANTS" "$XDPLB_ARGS" "$MTU_B"
