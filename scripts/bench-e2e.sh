@@ -521,13 +521,15 @@ check_traffic() {
 
 # run_variant: one variant, one round, in its own fresh namespaces. Runs in a
 # subshell: whatever fails ends this variant only, and its namespaces go.
+# shellcheck disable=SC2034 # HTTP_* and UDP_* are read through ${!name}
 run_variant() {
 	trap 'stop_all; for n in sw lb c1 c2 b1 b2; do del_ns "$P$n"; done' EXIT
 	trap 'exit 143' TERM
 	topo_up "$TOPO_KIND"
 	start_backends
 	# Direct: each client to its own backend, so that direct and the balancers
-	# load the same two backends; bulk always goes to b1.
+	# load the same two backends; bulk always goes to b1. HTTP_<client> and
+	# UDP_<client> are read indirectly by wrk_load and udp_rr.
 	HTTP_c1=http://$VIP:80/ HTTP_c2=http://$VIP:80/ UDP_c1=$VIP:9001 UDP_c2=$VIP:9001 TARGET_PERF=$VIP
 	case $VKIND in
 	direct)
@@ -587,7 +589,7 @@ FIGURES="ka_rps close_rps ka_p50_ms ka_p99_ms close_p50_ms close_p99_ms ka_error
 FIGURES1="close1_rps close1_p50_ms close1_p99_ms close1_errors close1_paws_tw close1_paws_estab close1_syn_retrans"
 PHASES=(all)
 [ "$ONE_CLIENT" = 1 ] && PHASES+=(close1)
-VLIST=($VARIANTS)
+read -r -a VLIST <<<"$VARIANTS"
 START=$(date +%s)
 LOAD0=$(cut -d' ' -f1 /proc/loadavg)
 log "topologies: ${TOPOS[*]}; variants: ${VLIST[*]}; $ROUNDS round(s) of $DURATION; prefix $P"
