@@ -37,7 +37,7 @@ md=$OUT/results.md
 	echo "$HEADER"
 	echo
 	echo "Variants: \`$SPECS\`${XARGS:+; XDPLB_ARGS=\`$XARGS\`}${MTU_B:+; backend bridge MTU $MTU_B}."
-	echo "Cells: median over rounds, and in brackets the median of the per-round ratios to \`direct\`"
+	echo "Cells: median over rounds, and in brackets the median of the per-round ratios to \`direct\` and their range"
 	echo "(for latency, lower is better). \"k/N failed\": rounds where the figure could not be measured"
 	echo "(timeout, stall or error); \"failed\" alone: every round."
 } >"$md"
@@ -95,7 +95,12 @@ for topo in $TOPOS; do
 				else {
 					cell = fmt(f, median(a, n))
 					ratio = (nr > 0) ? median(b, nr) : ""
-					if (g[3] ~ /^ratio/ && V[v] != "direct" && nr > 0) cell = cell sprintf(" (%.2fx)", ratio)
+					if (g[3] ~ /^ratio/ && V[v] != "direct" && nr > 0) {
+						# With several rounds, their spread shows how noisy the machine was.
+						lo = hi = b[1]
+						for (j = 2; j <= nr; j++) { if (b[j] < lo) lo = b[j]; if (b[j] > hi) hi = b[j] }
+						cell = cell (nr > 1 ? sprintf(" (%.2fx; %.2f-%.2f)", ratio, lo, hi) : sprintf(" (%.2fx)", ratio))
+					}
 					if (bad > 0) cell = cell sprintf(", %d/%d failed", bad, rounds)
 					if (f ~ /^bulk/) {
 						z = 0

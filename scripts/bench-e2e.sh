@@ -51,7 +51,11 @@ case $TOPO in one) TOPOS=(one) ;; two) TOPOS=(two) ;; both) TOPOS=(one two) ;; *
 [[ $DURATION =~ ^([1-9][0-9]*)s?$ ]] || die "DURATION=$DURATION: want seconds, e.g. 6s"
 DSEC=${BASH_REMATCH[1]}
 [ -z "$MTU_B" ] || [[ $MTU_B =~ ^[0-9]+$ ]] || die "MTU_B=$MTU_B: want a number"
+seen=" "
 for v in $VARIANTS; do
+	[[ ${v%%:*} =~ ^[a-z0-9_-]+$ ]] || die "VARIANTS: '${v%%:*}': a name is [a-z0-9_-]"
+	[[ $seen == *" ${v%%:*} "* ]] && die "VARIANTS: '${v%%:*}' twice; name each xdplb variant (xdplb-NAME:FLAGS)"
+	seen+="${v%%:*} "
 	case ${v%%:*} in direct | iptables | nginx | haproxy | xdplb*) ;; *) die "VARIANTS: unknown variant '${v%%:*}' (want direct, iptables, nginx, haproxy or xdplb[-NAME][:FLAGS])" ;; esac
 	[[ $v == *:* && ${v%%:*} != xdplb* ]] && die "VARIANTS: '$v': only xdplb variants take flags"
 done
@@ -517,13 +521,15 @@ check_traffic() {
 
 # run_variant: one variant, one round, in its own fresh namespaces. Runs in a
 # subshell: whatever fails ends this variant only, and its namespaces go.
+# shellcheck disable=SC2034 # HTTP_* and UDP_* are read through ${!name}
 run_variant() {
 	trap 'stop_all; for n in sw lb c1 c2 b1 b2; do del_ns "$P$n"; done' EXIT
 	trap 'exit 143' TERM
 	topo_up "$TOPO_KIND"
 	start_backends
 	# Direct: each client to its own backend, so that direct and the balancers
-	# load the same two backends; bulk always goes to b1.
+	# load the same two backends; bulk always goes to b1. HTTP_<client> and
+	# UDP_<client> are read indirectly by wrk_load and udp_rr.
 	HTTP_c1=http://$VIP:80/ HTTP_c2=http://$VIP:80/ UDP_c1=$VIP:9001 UDP_c2=$VIP:9001 TARGET_PERF=$VIP
 	case $VKIND in
 	direct)
@@ -583,8 +589,9 @@ FIGURES="ka_rps close_rps ka_p50_ms ka_p99_ms close_p50_ms close_p99_ms ka_error
 FIGURES1="close1_rps close1_p50_ms close1_p99_ms close1_errors close1_paws_tw close1_paws_estab close1_syn_retrans"
 PHASES=(all)
 [ "$ONE_CLIENT" = 1 ] && PHASES+=(close1)
-VLIST=($VARIANTS)
+read -r -a VLIST <<<"$VARIANTS"
 START=$(date +%s)
+LOAD0=$(cut -d' ' -f1 /proc/loadavg)
 log "topologies: ${TOPOS[*]}; variants: ${VLIST[*]}; $ROUNDS round(s) of $DURATION; prefix $P"
 for TOPO_KIND in "${TOPOS[@]}"; do
 	for ROUND in $(seq "$ROUNDS"); do
@@ -634,7 +641,8 @@ ELAPSED=$(($(date +%s) - START))
 # ---- report ------------------------------------------------------------------
 
 CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-HEADER="$(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), $CPU, nproc $(nproc); $ROUNDS round(s) of $DURATION, ${ELAPSED}s in all"
+# The load average tells a reader how busy the (maybe shared) machine was.
+HEADER="$(date -u '+%Y-%m-%d %H:%M UTC'), kernel $(uname -r), $CPU, nproc $(nproc); $ROUNDS round(s) of $DURATION, ${ELAPSED}s in all; load average $LOAD0 at start, $(cut -d' ' -f1 /proc/loadavg) at end"
 VNAMES=""
 for spec in "${VLIST[@]}"; do VNAMES+="${spec%%:*} "; done
 THREADS=$THREADS CONNS=$CONNS bash "$ROOT/scripts/bench-e2e-report.sh" "$CSV" "$CHECKS" "$OUT_DIR" "$HEADER" "$VNAMES" "${TOPOS[*]}" "$VARIANTS" "$XDPLB_ARGS" "$MTU_B"
