@@ -728,13 +728,14 @@ func TestWatcherIgnoredKillExpires(t *testing.T) {
 	m := rec.mark()
 	t0 := time.Now()
 	h.Docker("kill", "-s", "TERM", h.Name("web"))
-	rec.waitFor(t, m, "web drained", 10*time.Second, func(c call) bool { b, ok := c.backend(h.Name("web")); return ok && b.Weight == 0 })
-	c := rec.waitFor(t, m, "web serving again", 20*time.Second, func(c call) bool {
-		b, ok := c.backend(h.Name("web"))
-		return ok && b.Weight > 0 && time.Since(t0) > time.Second
-	})
+	d := rec.waitFor(t, m, "web drained", 10*time.Second, func(c call) bool { b, ok := c.backend(h.Name("web")); return ok && b.Weight == 0 })
+	c := rec.waitFor(t, d.n+1, "web serving again", 20*time.Second, func(c call) bool { b, ok := c.backend(h.Name("web")); return ok && b.Weight > 0 })
 	if !h.Inspect(h.Name("web")).State.Running {
 		t.Fatal("web died: the test needs a process that ignores SIGTERM")
 	}
-	t.Logf("serving again %s after the ignored SIGTERM (%s)", time.Since(t0).Round(100*time.Millisecond), c.why)
+	// Stop timeout 1 s plus the 5 s grace.
+	if after := c.at.Sub(t0); after < 5*time.Second {
+		t.Errorf("serving again only %s after the kill: the drain did not wait for the stop timeout", after)
+	}
+	t.Logf("drained %s, serving again %s after the ignored SIGTERM (%s)", d.at.Sub(t0).Round(10*time.Millisecond), c.at.Sub(t0).Round(100*time.Millisecond), c.why)
 }
