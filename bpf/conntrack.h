@@ -92,9 +92,11 @@ enum ct_stale {
 	 * and its ACK of the backend's reply kills that TIME_WAIT), which is
 	 * what refusing the flow would cost for certain. */
 	STALE_LAST_RESORT,
-	/* Nobody holds the tuple any more: a flow never established
-	 * (CT_STEAL_IDLE_NS), reset, or closed for longer than the backend's
-	 * own TIME_WAIT (CT_LINUX_TIME_WAIT_NS). */
+	/* Nobody holds the tuple any more: a TCP flow never established, or a
+	 * UDP flow that never went past one exchange (a finished one-shot
+	 * query), silent for CT_STEAL_IDLE_NS; a reset TCP flow; one closed for
+	 * longer than the backend's own TIME_WAIT (CT_LINUX_TIME_WAIT_NS). As
+	 * nf_conntrack's early drop, which gives up unassured entries first. */
 	STALE_SAFE,
 };
 
@@ -109,6 +111,9 @@ static __always_inline enum ct_stale ct_stale(const struct ct_rev *rev, __u64 no
 		return now > rev->client_seen_ns && now - rev->client_seen_ns > CT_STEAL_IDLE_NS
 			       ? STALE_SAFE
 			       : STALE_NO;
+	case XDPLB_CT_UDP_UNREPLIED:
+	case XDPLB_CT_UDP_REPLIED:
+		return now > last && now - last > CT_STEAL_IDLE_NS ? STALE_SAFE : STALE_NO;
 	case XDPLB_CT_TCP_CLOSE:
 		return STALE_SAFE;
 	case XDPLB_CT_TCP_TIME_WAIT:

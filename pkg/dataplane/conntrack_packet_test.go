@@ -415,6 +415,36 @@ func TestConntrackStalePortsOrder(t *testing.T) {
 	}
 }
 
+// TestConntrackOneShotUDPGivesWay: with no port free, a UDP flow that never
+// went past one exchange and has been silent for a second (a finished
+// one-shot query) gives up its port; a UDP stream does not.
+func TestConntrackOneShotUDPGivesWay(t *testing.T) {
+	l := newConntrackLab(t)
+	c := defaultConfig()
+	c.SNATPortMin, c.SNATPortMax = 30000, 30001
+	l.setConfig(c)
+	udp := func(ip netip.Addr, mac net.HardwareAddr) client {
+		return client{l: l, ip: ip, mac: mac, port: 44000, proto: layers.IPProtocolUDP}
+	}
+	query := func(cl client, reason abi.Reason) uint16 { return cl.send(cl.pkt(false, false, false, false), reason) }
+	oneShot, stream := udp(client1, cMAC1), udp(client2, cMAC2)
+	spOne := query(oneShot, abi.ReasonFwdNewFlow)
+	oneShot.reply(spOne, false, false, false, false)
+	spStream := query(stream, abi.ReasonFwdNewFlow)
+	stream.reply(spStream, false, false, false, false)
+	query(stream, abi.ReasonFwd)
+	stream.wantState(spStream, abi.CTUDPStream)
+
+	late := udp(client3, cMAC3)
+	l.runExpect(late.pkt(false, false, false, false).frame(t), XDPDrop, abi.ReasonDropNoSNATPort)
+	oneShot.age(spOne, 2*time.Second, 2*time.Second)
+	stream.age(spStream, time.Minute, time.Minute)
+	if sp := query(late, abi.ReasonFwdNewFlow); sp != spOne {
+		t.Errorf("new query got port %d, want the finished one-shot query's %d", sp, spOne)
+	}
+	stream.wantState(spStream, abi.CTUDPStream)
+}
+
 // TestConntrackBothHalvesOrNeither deletes one entry of a flow behind the
 // data path's back, as LRU eviction or a race could: the flow never sends
 // on a port whose replies would reach another client.
