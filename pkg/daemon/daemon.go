@@ -51,6 +51,13 @@ type Config struct {
 	MaxBackends              int // backend slots: one per backend per port
 	Timeouts                 Timeouts
 	GCInterval               time.Duration
+
+	// StateDir pins the maps there (handover.go); "" is the default
+	// per-instance directory, StateNone pins nothing.
+	StateDir string
+	// Cleanup detaches a stopped instance's program, removes its pinned
+	// state and returns, instead of running.
+	Cleanup bool
 }
 
 // Timeouts are the idle timeouts of connection tracking, one per flow
@@ -170,19 +177,31 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 		return err
 	}
 
-	dp, err := dataplane.Load(dataplane.Options{Sizes: dataplane.Sizes{Flows: cfg.MaxFlows, Services: cfg.MaxServices, Backends: cfg.MaxBackends}})
+	pinDir, err := d.stateDir(ctx, src, ifaces)
+	if err != nil {
+		return err
+	}
+	if cfg.Cleanup {
+		return d.cleanup(ifaces, pinDir)
+	}
+	dp, err := dataplane.Load(dataplane.Options{Sizes: dataplane.Sizes{Flows: cfg.MaxFlows, Services: cfg.MaxServices, Backends: cfg.MaxBackends},
+		PinDir: pinDir, NetnsCookie: d.netnsCookie()})
 	if err != nil {
 		return fmt.Errorf("loading the XDP program: %w", err)
 	}
 	d.dp = dp
 	defer d.shutdown()
 	d.rec = reconcile.New(dp, d, log.WithField("component", "reconcile"), reconcile.Options{MaxServices: cfg.MaxServices, MaxBackends: cfg.MaxBackends})
+	if err := d.adoptState(ifaces); err != nil {
+		return fmt.Errorf("adopting pinned state: %w", err)
+	}
 
 	for _, it := range ifaces {
 		if err := d.attach(it); err != nil {
 			return err
 		}
 	}
+	d.pruneIfaces()
 	if err := dp.SetConfig(d.lbConfig()); err != nil {
 		return fmt.Errorf("writing data path config: %w", err)
 	}
@@ -199,7 +218,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("shutting down: detaching XDP")
+			log.Info("shutting down")
 			return nil
 		case u := <-states:
 			d.apply(u)
@@ -392,6 +411,10 @@ func (d *Daemon) collect() {
 func (d *Daemon) shutdown() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.release() {
+		d.attached = nil
+		return
+	}
 	for idx, it := range d.attached {
 		if err := d.dp.Detach(idx); err != nil {
 			d.log.WithError(err).WithField("interface", it.Name).Warn("detach failed")

@@ -1,0 +1,281 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdplb/xdplb/pkg/abi"
+	"github.com/xdplb/xdplb/pkg/dataplane"
+	"github.com/xdplb/xdplb/pkg/netif"
+)
+
+// Handover between instances. The maps are pinned in a directory per
+// instance, so that the next instance with the same flags adopts them,
+// flows and counters included. On SIGTERM the program stays attached: it
+// keeps forwarding with the pinned maps while no process runs, and the
+// next instance replaces it in one atomic attach (attachOnce's takeover of
+// a program nobody holds). So a restart on a host interface has no gap at
+// all. `xdplb run --cleanup` ends an instance for good: it detaches the
+// program and removes the pinned state.
+
+// StateBase is where the default per-instance pin directories live.
+const StateBase = "/sys/fs/bpf/xdplb"
+
+// StateNone as --state-dir pins nothing: SIGTERM then detaches, and flows
+// die with the process.
+const StateNone = "none"
+
+// staticDir names a static-mode instance's directory: its network
+// namespace (by inode, which the sweep can check) and its interfaces.
+var staticDir = regexp.MustCompile(`^static-(\d+)-`)
+
+// stateDir is the pin directory of this instance, or "" when nothing is to
+// be pinned. The default lives on the BPF filesystem at /sys/fs/bpf, which
+// is mounted if it is not (one line says so); where that fails, the run
+// goes on without pinning, and says so in one line.
+func (d *Daemon) stateDir(ctx context.Context, src source, ifaces []netif.Interface) (string, error) {
+	switch d.cfg.StateDir {
+	case StateNone:
+		return "", nil
+	case "":
+	default:
+		if !dataplane.IsBPFFS(filepath.Dir(filepath.Clean(d.cfg.StateDir))) {
+			return "", usage("--state-dir=%s: its parent is not on a BPF filesystem (mount -t bpf bpf DIR), where maps can be pinned", d.cfg.StateDir)
+		}
+		return filepath.Clean(d.cfg.StateDir), nil
+	}
+	instance, err := d.instanceName(ctx, src, ifaces)
+	if err != nil {
+		d.log.WithError(err).Warn("state not pinned: cannot name this instance; flows will not survive a restart")
+		return "", nil
+	}
+	root := filepath.Dir(StateBase)
+	if !dataplane.IsBPFFS(root) {
+		if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
+			d.log.WithError(err).WithField("path", root).Warn("state not pinned: no BPF filesystem there and mounting one failed; flows will not survive a restart")
+			return "", nil
+		}
+		d.log.WithField("path", root).Info("mounted a BPF filesystem for pinned state")
+	}
+	if err := os.MkdirAll(StateBase, 0o700); err != nil {
+		d.log.WithError(err).Warn("state not pinned: cannot create " + StateBase)
+		return "", nil
+	}
+	d.sweepStale()
+	return filepath.Join(StateBase, instance), nil
+}
+
+// instanceName is unique per balancer: in static mode its network
+// namespace and interfaces, in Docker mode its container (which
+// `docker restart` and a restart policy keep; a recreated container is a
+// new one unless --state-dir names the directory, as the compose files do).
+func (d *Daemon) instanceName(ctx context.Context, src source, ifaces []netif.Interface) (string, error) {
+	if s, ok := src.(*dockerSource); ok {
+		self, err := s.w.Self(ctx)
+		if err != nil {
+			return "", err
+		}
+		id := self.ContainerID
+		if len(id) > 12 {
+			id = id[:12]
+		}
+		return "docker-" + id, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		return "", fmt.Errorf("reading our network namespace: %w", err)
+	}
+	names := make([]string, 0, len(ifaces))
+	for _, it := range ifaces {
+		names = append(names, it.Name)
+	}
+	slices.Sort(names)
+	return fmt.Sprintf("static-%d-%s", st.Ino, strings.Join(names, "+")), nil
+}
+
+// sweepStale removes the pin directories of static-mode instances whose
+// network namespace no longer exists: they can never come back, and each
+// holds its conntrack tables' memory.
+func (d *Daemon) sweepStale() {
+	entries, err := os.ReadDir(StateBase)
+	if err != nil {
+		return
+	}
+	live := liveNetns()
+	for _, e := range entries {
+		m := staticDir.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		ino, _ := strconv.ParseUint(m[1], 10, 64)
+		if live[ino] {
+			continue
+		}
+		dir := filepath.Join(StateBase, e.Name())
+		if err := dataplane.RemovePins(dir); err != nil {
+			d.log.WithError(err).WithField("dir", dir).Warn("cannot remove stale pinned state")
+			continue
+		}
+		d.log.WithField("dir", dir).Info("removed pinned state of an instance whose network namespace is gone")
+	}
+}
+
+// liveNetns is the inode of every network namespace a process is in or a
+// bind mount holds (ip netns, Docker's sandboxes).
+func liveNetns() map[uint64]bool {
+	live := map[uint64]bool{}
+	paths, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*/ns/net")
+	for _, dir := range []string{"/run/netns", "/var/run/docker/netns"} {
+		more, _ := filepath.Glob(dir + "/*")
+		paths = append(paths, more...)
+	}
+	for _, p := range paths {
+		var st unix.Stat_t
+		if unix.Stat(p, &st) == nil {
+			live[st.Ino] = true
+		}
+	}
+	return live
+}
+
+// netnsCookie is stamped on static-mode state: a namespace that reuses a
+// dead one's inode must not adopt its flows. Docker mode stamps none, for
+// a restarted container comes back in a new namespace.
+func (d *Daemon) netnsCookie() uint64 {
+	if d.cfg.Discovery == "docker" {
+		return 0
+	}
+	c, err := dataplane.NetnsCookie()
+	if err != nil {
+		return 0
+	}
+	return c
+}
+
+// adoptState logs what Load made of the pin directory and, for adopted
+// state, hands the previous instance's ids to the reconciler and moves
+// flows and backend slots from interfaces that were recreated (same
+// address, new index) to their successors. It runs before attaching, so
+// that no program races the rewrite.
+func (d *Daemon) adoptState(ifaces []netif.Interface) error {
+	p := d.dp.Pins()
+	if p.Dir == "" {
+		return nil
+	}
+	if p.Refused != "" {
+		d.log.WithField("dir", p.Dir).Warn("pinned state refused, starting clean: " + p.Refused)
+	}
+	if !p.Adopted {
+		d.log.WithField("dir", p.Dir).Info("state pinned: flows and counters will survive a restart")
+		return nil
+	}
+	old, err := d.dp.Ifaces()
+	if err != nil {
+		return err
+	}
+	moved := 0
+	for _, it := range ifaces {
+		info := abi.IfaceInfo{IP: abi.IPv4(it.Addr)}
+		copy(info.MAC[:], it.MAC)
+		if err := d.dp.SetIface(it.Index, info); err != nil {
+			return fmt.Errorf("interface %s: registering: %w", it.Name, err)
+		}
+		for idx, was := range old {
+			if idx == it.Index || was.IP != info.IP {
+				continue
+			}
+			n, err := d.dp.RetargetIface(idx, it.Index)
+			if err != nil {
+				return err
+			}
+			moved += n
+		}
+	}
+	svcs, bes, err := d.rec.Adopt()
+	if err != nil {
+		return err
+	}
+	flows, _ := d.dp.FlowCount()
+	d.log.WithFields(logrus.Fields{"dir": p.Dir, "flows": flows, "services": svcs, "backends": bes, "flows_moved_to_new_interface": moved}).
+		Info("adopted pinned state of a previous instance")
+	return nil
+}
+
+// pruneIfaces forgets interfaces of a previous instance that are not ours
+// now, once the program is attached to ours.
+func (d *Daemon) pruneIfaces() {
+	if !d.dp.Pins().Adopted {
+		return
+	}
+	old, err := d.dp.Ifaces()
+	if err != nil {
+		return
+	}
+	for idx := range old {
+		if _, ok := d.attached[idx]; !ok {
+			_ = d.dp.DeleteIface(idx)
+		}
+	}
+}
+
+// cleanup is `xdplb run --cleanup`: it detaches the xdplb program a
+// stopped instance left on its interfaces and removes its pinned state.
+// A program a live process holds belongs to a running instance, which is
+// refused: stop it first.
+func (d *Daemon) cleanup(ifaces []netif.Interface, dir string) error {
+	var errs []error
+	for _, it := range ifaces {
+		id, name, err := dataplane.AttachedProgram(it.Index)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", it.Name, err))
+			continue
+		}
+		if id == 0 || name != dataplane.ProgramName {
+			continue
+		}
+		if programHeld(id) {
+			errs = append(errs, fmt.Errorf("%s: program %d belongs to a running xdplb; stop it first", it.Name, id))
+			continue
+		}
+		if err := dataplane.DetachStale(it.Index, id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		d.log.WithFields(logrus.Fields{"interface": it.Name, "program_id": id}).Info("xdp detached")
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if dir != "" {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			d.log.WithField("dir", dir).Info("no pinned state to remove")
+			return nil
+		}
+		if err := dataplane.RemovePins(dir); err != nil {
+			return err
+		}
+		d.log.WithField("dir", dir).Info("pinned state removed")
+	}
+	return nil
+}
+
+// release ends this process but not the data path: with pinned state the
+// program stays attached for the next instance to take over.
+func (d *Daemon) release() bool {
+	if d.dp.Pins().Dir == "" {
+		return false
+	}
+	d.dp.Release()
+	d.log.WithField("dir", d.dp.Pins().Dir).Info("stopped; XDP left attached with its pinned state for the next instance (xdplb run --cleanup removes both)")
+	return true
+}
