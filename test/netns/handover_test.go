@@ -302,7 +302,7 @@ func TestHandoverGap(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		g, at := longest(t0.Add(-100*time.Millisecond), time.Now())
 		gaps = append(gaps, g)
-		where = append(where, fmt.Sprintf("%s@%s", g.Round(time.Millisecond), (at - 100*time.Millisecond).Round(time.Millisecond)))
+		where = append(where, fmt.Sprintf("%s@%s", g.Round(time.Millisecond), (at-100*time.Millisecond).Round(time.Millisecond)))
 		took = append(took, t1.Sub(t0))
 	}
 	stop()
