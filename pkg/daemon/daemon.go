@@ -184,6 +184,9 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 	if cfg.Cleanup {
 		return d.cleanup(ifaces, pinDir)
 	}
+	if pinDir != "" {
+		d.bridge(ifaces, pinDir)
+	}
 	dp, err := dataplane.Load(dataplane.Options{Sizes: dataplane.Sizes{Flows: cfg.MaxFlows, Services: cfg.MaxServices, Backends: cfg.MaxBackends},
 		PinDir: pinDir, NetnsCookie: d.netnsCookie()})
 	if err != nil {

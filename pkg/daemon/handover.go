@@ -50,7 +50,8 @@ func (d *Daemon) stateDir(ctx context.Context, src source, ifaces []netif.Interf
 	case "":
 	default:
 		if !dataplane.IsBPFFS(filepath.Dir(filepath.Clean(d.cfg.StateDir))) {
-			return "", usage("--state-dir=%s: its parent is not on a BPF filesystem (mount -t bpf bpf DIR), where maps can be pinned", d.cfg.StateDir)
+			d.log.WithField("state_dir", d.cfg.StateDir).Warn("state not pinned: --state-dir is not on a BPF filesystem (mount -t bpf bpf DIR); flows will not survive a restart")
+			return "", nil
 		}
 		return filepath.Clean(d.cfg.StateDir), nil
 	}
@@ -76,20 +77,20 @@ func (d *Daemon) stateDir(ctx context.Context, src source, ifaces []netif.Interf
 }
 
 // instanceName is unique per balancer: in static mode its network
-// namespace and interfaces, in Docker mode its container (which
-// `docker restart` and a restart policy keep; a recreated container is a
-// new one unless --state-dir names the directory, as the compose files do).
+// namespace and interfaces; in Docker mode its container's name, which
+// `docker restart`, a restart policy and Compose recreating the container
+// (`up -d` with a new image) all keep, and which no two running
+// containers share.
 func (d *Daemon) instanceName(ctx context.Context, src source, ifaces []netif.Interface) (string, error) {
 	if s, ok := src.(*dockerSource); ok {
 		self, err := s.w.Self(ctx)
 		if err != nil {
 			return "", err
 		}
-		id := self.ContainerID
-		if len(id) > 12 {
-			id = id[:12]
+		if self.Name == "" {
+			return "", errors.New("our container has no name")
 		}
-		return "docker-" + id, nil
+		return "docker-" + pinName(self.Name), nil
 	}
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
@@ -100,13 +101,25 @@ func (d *Daemon) instanceName(ctx context.Context, src source, ifaces []netif.In
 		names = append(names, it.Name)
 	}
 	slices.Sort(names)
-	return fmt.Sprintf("static-%d-%s", st.Ino, strings.Join(names, "+")), nil
+	return fmt.Sprintf("static-%d-%s", st.Ino, pinName(strings.Join(names, "+"))), nil
 }
+
+// pinName makes a name fit a BPF filesystem, which refuses dots in names
+// (container and VLAN interface names may have them).
+func pinName(s string) string { return strings.ReplaceAll(s, ".", "_") }
 
 // sweepStale removes the pin directories of static-mode instances whose
 // network namespace no longer exists: they can never come back, and each
 // holds its conntrack tables' memory.
+//
+// Only a process in the initial PID namespace sees every process, and so
+// every live namespace: in a container, the others' would look dead, and
+// the sweep is skipped.
 func (d *Daemon) sweepStale() {
+	var st unix.Stat_t
+	if unix.Stat("/proc/self/ns/pid", &st) != nil || st.Ino != initPIDNSInode {
+		return
+	}
 	entries, err := os.ReadDir(StateBase)
 	if err != nil {
 		return
@@ -129,6 +142,10 @@ func (d *Daemon) sweepStale() {
 		d.log.WithField("dir", dir).Info("removed pinned state of an instance whose network namespace is gone")
 	}
 }
+
+// initPIDNSInode is the inode of the initial PID namespace
+// (PROC_PID_INIT_INO), fixed by the kernel.
+const initPIDNSInode = 0xEFFFFFFC
 
 // liveNetns is the inode of every network namespace a process is in or a
 // bind mount holds (ip netns, Docker's sandboxes).
@@ -278,4 +295,27 @@ func (d *Daemon) release() bool {
 	d.dp.Release()
 	d.log.WithField("dir", d.dp.Pins().Dir).Info("stopped; XDP left attached with its pinned state for the next instance (xdplb run --cleanup removes both)")
 	return true
+}
+
+// bridge attaches the previous instance's pinned program to every
+// interface that has no XDP program, until this instance's own is loaded
+// and replaces it (attachOnce takes over a program no process holds). In a
+// restarted container the interface is new and bare, and for the time
+// the program takes to load the kernel would reset every flow whose
+// packets arrive; the bridged program drops them instead (dataplane's
+// AttachPinned says why), so clients see a pause. In static mode the old
+// program never left, and nothing is done.
+func (d *Daemon) bridge(ifaces []netif.Interface, dir string) {
+	for _, it := range ifaces {
+		mode, _ := netif.ChooseMode(it, d.cfg.XDPMode)
+		ok, err := dataplane.AttachPinned(dir, it.Index, dataplane.Mode(mode))
+		if err != nil {
+			d.log.WithError(err).WithField("interface", it.Name).Warn("cannot bridge the restart with the pinned program")
+			continue
+		}
+		if ok {
+			d.log.WithFields(logrus.Fields{"interface": it.Name, "mode": string(mode)}).
+				Info("bridging the restart: the previous instance's pinned program is attached until this one is loaded")
+		}
+	}
 }

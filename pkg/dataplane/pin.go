@@ -3,6 +3,7 @@ package dataplane
 /*
 #include <errno.h>
 #include <stdlib.h>
+#include <linux/if_link.h>
 #include <bpf/bpf.h>
 
 static int xdplb_obj_get(const char *path)
@@ -188,12 +189,72 @@ func (d *Dataplane) finishPins(opts Options) error {
 			return fmt.Errorf("reading the adopted %s: %w", mapPortFilter, err)
 		}
 	}
+	if err := d.pinProgram(opts.PinDir); err != nil {
+		return err
+	}
 	meta := abi.Meta{LayoutVersion: abi.LayoutVersion, NetnsCookie: opts.NetnsCookie}
 	key := uint32(0)
 	if err := d.meta.Update(unsafe.Pointer(&key), unsafe.Pointer(&meta)); err != nil {
 		return fmt.Errorf("stamping pinned state: %w", err)
 	}
 	return nil
+}
+
+// progPin is the pinned program, for bridging the next start (AttachPinned).
+const progPin = "prog"
+
+// pinProgram pins the loaded program over the previous one. It goes to a
+// temporary name first and is renamed into place, so that a reader never
+// finds the directory without a program.
+func (d *Dataplane) pinProgram(dir string) error {
+	tmp := filepath.Join(dir, progPin+"_new")
+	_ = os.Remove(tmp)
+	if err := d.obj.prog.Pin(tmp); err != nil {
+		return fmt.Errorf("pinning the program: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, progPin)); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("pinning the program: %w", err)
+	}
+	return nil
+}
+
+// AttachPinned attaches the program pinned in dir to ifindex, if nothing is
+// attached there and the pinned state has this binary's layout version.
+// It bridges a restart in a new network namespace (a restarted container):
+// loading the program takes a while, and without XDP the kernel would
+// answer the flows' packets with resets meanwhile. The pinned program
+// runs on the pinned maps, which still name the old interface, so until
+// the new instance has moved them its packets are dropped, not reset.
+// The caller replaces it with its own program as soon as that is loaded.
+func AttachPinned(dir string, ifindex int, mode Mode) (bool, error) {
+	flags, err := mode.flags()
+	if err != nil {
+		return false, err
+	}
+	if st, err := queryXDP(ifindex); err != nil || st.native != 0 || st.generic != 0 || st.hw != 0 {
+		return false, err
+	}
+	fd, err := objGet(filepath.Join(dir, mapMeta))
+	if err != nil {
+		return false, nil
+	}
+	var meta abi.Meta
+	key := uint32(0)
+	rc := C.xdplb_lookup(C.int(fd), unsafe.Pointer(&key), unsafe.Pointer(&meta))
+	unix.Close(fd)
+	if rc < 0 || meta.LayoutVersion != abi.LayoutVersion {
+		return false, nil
+	}
+	pfd, err := objGet(filepath.Join(dir, progPin))
+	if err != nil {
+		return false, nil
+	}
+	defer unix.Close(pfd)
+	if err := xdpAttach(ifindex, pfd, flags|C.XDP_FLAGS_UPDATE_IF_NOEXIST, 0); err != nil {
+		return false, fmt.Errorf("attaching the pinned program to %s: %w", ifaceName(ifindex), err)
+	}
+	return true, nil
 }
 
 // clearPins removes every pin in dir, and dir if it is then empty. The

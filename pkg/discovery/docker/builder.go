@@ -45,6 +45,7 @@ type SelfEndpoint struct {
 // Self is the load balancer's own container.
 type Self struct {
 	ContainerID string
+	Name        string // without Docker's leading slash
 	Networks    []SelfEndpoint
 }
 
