@@ -73,6 +73,9 @@ func (d *Daemon) stateDir(ctx context.Context, src source, ifaces []netif.Interf
 		return "", nil
 	}
 	d.sweepStale()
+	if s, ok := src.(*dockerSource); ok {
+		d.sweepRemovedContainers(ctx, s)
+	}
 	return filepath.Join(StateBase, instance), nil
 }
 
@@ -146,6 +149,38 @@ func (d *Daemon) sweepStale() {
 // initPIDNSInode is the inode of the initial PID namespace
 // (PROC_PID_INIT_INO), fixed by the kernel.
 const initPIDNSInode = 0xEFFFFFFC
+
+// sweepRemovedContainers removes the pin directories of Docker-mode
+// instances whose container the engine no longer knows (`docker rm`,
+// `docker compose down`): no container of that name can come back to
+// them. A new container that takes the name later starts clean. Several
+// engines may share a host's /sys/fs/bpf only if their container names
+// differ; a directory is only ever judged by this engine.
+func (d *Daemon) sweepRemovedContainers(ctx context.Context, s *dockerSource) {
+	names, err := s.w.ContainerNames(ctx)
+	if err != nil {
+		return
+	}
+	entries, err := os.ReadDir(StateBase)
+	if err != nil {
+		return
+	}
+	known := map[string]bool{}
+	for n := range names {
+		known["docker-"+pinName(n)] = true
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "docker-") || known[e.Name()] {
+			continue
+		}
+		dir := filepath.Join(StateBase, e.Name())
+		if err := dataplane.RemovePins(dir); err != nil {
+			d.log.WithError(err).WithField("dir", dir).Warn("cannot remove stale pinned state")
+			continue
+		}
+		d.log.WithField("dir", dir).Info("removed pinned state of a container that no longer exists")
+	}
+}
 
 // liveNetns is the inode of every network namespace a process is in or a
 // bind mount holds (ip netns, Docker's sandboxes).
