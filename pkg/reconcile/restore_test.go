@@ -134,4 +134,3 @@ func TestAdoptKeepsIDs(t *testing.T) {
 		t.Errorf("second Apply after adoption: %+v %v, want no changes", res, err)
 	}
 }
-
