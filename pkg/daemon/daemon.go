@@ -186,6 +186,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 	}
 	if pinDir != "" {
 		d.bridge(ifaces, pinDir)
+		d.sweep(ctx, src)
 	}
 	dp, err := dataplane.Load(dataplane.Options{Sizes: dataplane.Sizes{Flows: cfg.MaxFlows, Services: cfg.MaxServices, Backends: cfg.MaxBackends},
 		PinDir: pinDir, NetnsCookie: d.netnsCookie()})

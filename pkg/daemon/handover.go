@@ -72,11 +72,20 @@ func (d *Daemon) stateDir(ctx context.Context, src source, ifaces []netif.Interf
 		d.log.WithError(err).Warn("state not pinned: cannot create " + StateBase)
 		return "", nil
 	}
+	return filepath.Join(StateBase, instance), nil
+}
+
+// sweep removes the pinned state of instances that can never come back.
+// It runs after the bridge (it costs an engine round trip in Docker mode,
+// which a restarted container's flows should not wait for).
+func (d *Daemon) sweep(ctx context.Context, src source) {
+	if d.cfg.StateDir != "" {
+		return // only the default directories follow a naming this can judge
+	}
 	d.sweepStale()
 	if s, ok := src.(*dockerSource); ok {
 		d.sweepRemovedContainers(ctx, s)
 	}
-	return filepath.Join(StateBase, instance), nil
 }
 
 // instanceName is unique per balancer: in static mode its network
