@@ -28,8 +28,9 @@ import (
 // all. `xdplb run --cleanup` ends an instance for good: it detaches the
 // program and removes the pinned state.
 
-// StateBase is where the default per-instance pin directories live.
-const StateBase = "/sys/fs/bpf/xdplb"
+// StateBase is where the default per-instance pin directories live (a
+// variable for tests).
+var StateBase = "/sys/fs/bpf/xdplb"
 
 // StateNone as --state-dir pins nothing: SIGTERM then detaches, and flows
 // die with the process.
