@@ -128,6 +128,8 @@ type Daemon struct {
 	gc    atomic.Pointer[dataplane.GCResult] // the last GC pass, for metrics
 
 	pressured map[dataplane.EndpointKey]bool // endpoints over the port-pressure mark; daemon loop only
+
+	handover bool // an orderly stop: pinned state and program stay for the next instance
 }
 
 func (d *Daemon) lbConfig() abi.Config {
@@ -223,6 +225,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 		select {
 		case <-ctx.Done():
 			log.Info("shutting down")
+			d.handover = true
 			return nil
 		case u := <-states:
 			d.apply(u)

@@ -331,10 +331,12 @@ func (d *Daemon) cleanup(ifaces []netif.Interface, dir string) error {
 	return nil
 }
 
-// release ends this process but not the data path: with pinned state the
-// program stays attached for the next instance to take over.
+// release ends this process but not the data path: on an orderly stop
+// with pinned state the program stays attached for the next instance to
+// take over. A run that failed to start detaches what it attached: a
+// human has to look at it, and half an instance should not linger.
 func (d *Daemon) release() bool {
-	if d.dp.Pins().Dir == "" {
+	if !d.handover || d.dp.Pins().Dir == "" {
 		return false
 	}
 	d.dp.Release()
