@@ -162,14 +162,14 @@ func testBPFFS(t *testing.T) string {
 // no backend resets, new connections work within 2 s of the container
 // being up. Then N more restarts measure the gap a prober sees.
 //
-// Known to fail, hence opt-in (XDPLB_DOCKER_RESTART=1): the container's
+// Not yet reliable, hence opt-in (XDPLB_DOCKER_RESTART=1): the container's
 // new interface is up before xdplb runs, and a packet of a flow that
 // arrives before the bridge is attached (a backend's retransmission,
 // flushed the moment ARP resolves again) is answered with a reset by the
 // container's kernel. See README, "Restarts keep flows".
 func TestDockerRestartKeepsFlows(t *testing.T) {
 	if os.Getenv("XDPLB_DOCKER_RESTART") != "1" {
-		t.Skip("known to fail with traffic in flight (a reset in the window before the bridge attaches); set XDPLB_DOCKER_RESTART=1 to run")
+		t.Skip("not yet reliable: a packet in the window before the bridge attaches is reset, and new flows wait for the new program (README); set XDPLB_DOCKER_RESTART=1 to run")
 	}
 	e := newEnv(t)
 	fs := testBPFFS(t)
