@@ -126,4 +126,36 @@ struct {
 	__type(value, __u64);
 } reasons SEC(".maps");
 
+/*
+ * User space only: the program never reads these. They are maps rather
+ * than files so that they live and die with the pinned maps they describe
+ * (a BPF filesystem holds no regular files).
+ *
+ * meta stamps the pinned state with its layout version (struct lb_meta).
+ * svc_tags and backend_tags hold, per service id and backend id, a hash of
+ * who owns the id (the service's name and port; the backend's service and
+ * identity), so that a restarted balancer gives every service and backend
+ * that still exists the id its flows and counters refer to.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_meta);
+} meta SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XDPLB_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u64);
+} svc_tags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XDPLB_MAX_BACKENDS + 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} backend_tags SEC(".maps");
+
 #endif /* XDPLB_MAPS_H */

@@ -240,4 +240,26 @@ enum xdplb_reason {
 	XDPLB_R_MAX,
 };
 
+/*
+ * Pinned state (pkg/dataplane/pin.go). A balancer that restarts adopts the
+ * maps its predecessor pinned, so that flows and counters outlive the
+ * process. It adopts them only if they were written under the same layout:
+ * bump XDPLB_LAYOUT_VERSION with any change to a struct above or to a map
+ * definition in maps.h, and pinned state of another version is refused
+ * (and dropped) instead of being misread.
+ */
+#define XDPLB_LAYOUT_VERSION 1
+
+/* The single entry of the meta map: who wrote the pinned state. Its first
+ * field stays the layout version in every future layout, so that any
+ * version can read the version of any other. */
+struct lb_meta {
+	__u32 layout_version; /* XDPLB_LAYOUT_VERSION of the writer */
+	__u32 pad;
+	/* The network namespace the state belongs to (SO_NETNS_COOKIE), 0 when
+	 * the state may move to a new namespace (a restarted container gets
+	 * one). Namespace inodes are reused; cookies are not. */
+	__u64 netns_cookie;
+};
+
 #endif /* XDPLB_SHARED_STRUCTS_H */

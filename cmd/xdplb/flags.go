@@ -106,6 +106,8 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 	fs.DurationVar(&t.UDP, "udp-timeout", 30*time.Second, "idle timeout of a UDP flow without a reply, or with one exchange (a query and its answer)")
 	fs.DurationVar(&t.UDPStream, "udp-stream-timeout", 2*time.Minute, "idle timeout of a UDP flow whose client spoke again after a reply")
 	fs.DurationVar(&cfg.GCInterval, "gc-interval", 5*time.Second, "how often expired flows are collected")
+	fs.StringVar(&cfg.StateDir, "state-dir", "", "BPF filesystem directory where maps are pinned, so that flows and counters survive a restart and SIGTERM leaves XDP attached for the next instance; \"none\" pins nothing (SIGTERM detaches). Default: /sys/fs/bpf/xdplb/ and a name per instance (its network namespace and interfaces, or its container)")
+	fs.BoolVar(&cfg.Cleanup, "cleanup", false, "do not run: detach the program a stopped instance with these flags left attached, remove its pinned state, and exit")
 	// A mistake gets one line naming it, not the whole flag list; --help
 	// prints the list.
 	fs.Usage = func() {}

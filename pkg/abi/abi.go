@@ -182,6 +182,17 @@ type Stats struct {
 	NewFlows uint64
 }
 
+// LayoutVersion is XDPLB_LAYOUT_VERSION: pinned state stamped with
+// another version is never adopted (see pkg/dataplane/pin.go).
+const LayoutVersion uint32 = 1
+
+// Meta is struct lb_meta, the stamp of pinned state.
+type Meta struct {
+	LayoutVersion uint32
+	Pad           uint32
+	NetnsCookie   uint64
+}
+
 // Reason is enum xdplb_reason.
 type Reason uint32
 

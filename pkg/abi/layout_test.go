@@ -3,7 +3,9 @@ package abi_test
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -29,6 +31,7 @@ var mirrors = []struct {
 	{"lb_config", abi.Config{}},
 	{"stats", abi.Stats{}},
 	{"port_bits", abi.PortBits{}},
+	{"lb_meta", abi.Meta{}},
 }
 
 func objectBTF(t *testing.T) *btf.Spec {
@@ -191,5 +194,23 @@ func TestReasonsMatchBTF(t *testing.T) {
 		if !seen[name] {
 			t.Errorf("Go expects C reason %s, which the object does not define", name)
 		}
+	}
+}
+
+// TestLayoutVersionMatchesHeader: the version stamp of pinned state is a
+// #define, which leaves no trace in BTF, so the header is read as text. A
+// layout change bumped on one side only would let one side adopt state the
+// other wrote under another layout.
+func TestLayoutVersionMatchesHeader(t *testing.T) {
+	src, err := os.ReadFile("../../bpf/shared_structs.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^#define XDPLB_LAYOUT_VERSION (\d+)\b`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("bpf/shared_structs.h defines no XDPLB_LAYOUT_VERSION")
+	}
+	if got := string(m[1]); got != fmt.Sprint(abi.LayoutVersion) {
+		t.Errorf("XDPLB_LAYOUT_VERSION is %s in C, %d in pkg/abi", got, abi.LayoutVersion)
 	}
 }

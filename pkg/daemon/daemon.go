@@ -60,6 +60,13 @@ type Config struct {
 	MaxBackends              int // backend slots: one per backend per port
 	Timeouts                 Timeouts
 	GCInterval               time.Duration
+
+	// StateDir pins the maps there (handover.go); "" is the default
+	// per-instance directory, StateNone pins nothing.
+	StateDir string
+	// Cleanup detaches a stopped instance's program, removes its pinned
+	// state and returns, instead of running.
+	Cleanup bool
 }
 
 // Timeouts are the idle timeouts of connection tracking, one per flow
@@ -112,6 +119,8 @@ type Daemon struct {
 	gc       atomic.Pointer[dataplane.GCResult] // the last GC pass, for metrics
 
 	pressured map[dataplane.EndpointKey]bool // endpoints over the port-pressure mark; daemon loop only
+
+	handover bool // an orderly stop: pinned state and program stay for the next instance
 }
 
 func (d *Daemon) lbConfig() abi.Config {
@@ -159,13 +168,28 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 		return err
 	}
 
-	dp, err := dataplane.Load(dataplane.Options{Sizes: dataplane.Sizes{Flows: cfg.MaxFlows, Services: cfg.MaxServices, Backends: cfg.MaxBackends}})
+	pinDir, err := d.stateDir(ctx, src, ifaces)
+	if err != nil {
+		return err
+	}
+	if cfg.Cleanup {
+		return d.cleanup(ifaces, pinDir)
+	}
+	if pinDir != "" {
+		d.bridge(ifaces, pinDir)
+		d.sweep(ctx, src)
+	}
+	dp, err := dataplane.Load(dataplane.Options{Sizes: dataplane.Sizes{Flows: cfg.MaxFlows, Services: cfg.MaxServices, Backends: cfg.MaxBackends},
+		PinDir: pinDir, NetnsCookie: d.netnsCookie()})
 	if err != nil {
 		return fmt.Errorf("loading the XDP program: %w", err)
 	}
 	d.dp = dp
 	defer d.shutdown()
 	d.rec = reconcile.New(dp, d, log.WithField("component", "reconcile"), reconcile.Options{MaxServices: cfg.MaxServices, MaxBackends: cfg.MaxBackends})
+	if err := d.adoptState(ifaces); err != nil {
+		return fmt.Errorf("adopting pinned state: %w", err)
+	}
 
 	if cfg.XDPMode == netif.ModeAuto && len(ifaces) > 1 {
 		d.autoMode, d.autoWhy = netif.ChooseModeAll(ifaces, cfg.XDPMode)
@@ -175,6 +199,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 			return err
 		}
 	}
+	d.pruneIfaces()
 	if err := dp.SetConfig(d.lbConfig()); err != nil {
 		return fmt.Errorf("writing data path config: %w", err)
 	}
@@ -192,8 +217,9 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("shutting down: detaching XDP")
+			log.Info("shutting down")
 			<-srcDone // discovery stops before the data path goes
+			d.handover = true
 			return nil
 		case u := <-states:
 			d.apply(u)
@@ -432,6 +458,10 @@ func (d *Daemon) collect() {
 func (d *Daemon) shutdown() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.release() {
+		d.attached = nil
+		return
+	}
 	for idx, it := range d.attached {
 		if err := d.dp.Detach(idx); err != nil {
 			d.log.WithError(err).WithField("interface", it.Name).Warn("detach failed")

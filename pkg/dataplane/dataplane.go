@@ -45,6 +45,9 @@ const (
 	mapSvcStats     = "svc_stats"
 	mapBackendStats = "backend_stats"
 	mapReasons      = "reasons"
+	mapMeta         = "meta"
+	mapSvcTags      = "svc_tags"
+	mapBackendTags  = "backend_tags"
 )
 
 // bpfFInnerMap is BPF_F_INNER_MAP: inner maps of one outer map may then
@@ -74,6 +77,13 @@ type Options struct {
 	Sizes Sizes
 	// Object is the BPF ELF object; default bpfobj.XDPLB.
 	Object []byte
+	// PinDir, on a BPF filesystem, pins every map so that the state
+	// outlives the process, and adopts what a previous instance pinned
+	// there when it is compatible (pin.go). "" pins nothing.
+	PinDir string
+	// NetnsCookie is stamped on pinned state, which another namespace
+	// then refuses; 0 lets the state move (a restarted container).
+	NetnsCookie uint64
 }
 
 // Dataplane is a loaded xdplb object: its program and maps, and the
@@ -84,6 +94,9 @@ type Dataplane struct {
 	services, maglevOuter, backends, ifaces *bpf.BPFMap
 	ctFwd, ctRev, config, portFilter        *bpf.BPFMap
 	svcStats, backendStats, reasons         *bpf.BPFMap
+	meta, svcTags, backendTags              *bpf.BPFMap
+
+	pins PinResult
 
 	// inner describes the Maglev inner-map template, recorded before load
 	// because libbpf destroys the template once the outer map exists. New
@@ -129,6 +142,9 @@ func (d *Dataplane) specs() []mapSpec {
 		{mapSvcStats, bpf.MapTypePerCPUArray, u32, unsafe.Sizeof(abi.Stats{}), &d.svcStats},
 		{mapBackendStats, bpf.MapTypePerCPUArray, u32, unsafe.Sizeof(abi.Stats{}), &d.backendStats},
 		{mapReasons, bpf.MapTypePerCPUArray, u32, unsafe.Sizeof(uint64(0)), &d.reasons},
+		{mapMeta, bpf.MapTypeArray, u32, unsafe.Sizeof(abi.Meta{}), &d.meta},
+		{mapSvcTags, bpf.MapTypeArray, u32, unsafe.Sizeof(uint64(0)), &d.svcTags},
+		{mapBackendTags, bpf.MapTypeArray, u32, unsafe.Sizeof(uint64(0)), &d.backendTags},
 	}
 }
 
@@ -186,7 +202,14 @@ func Load(opts Options) (*Dataplane, error) {
 				mapMaglevOuter)
 		}
 		d.inner = *info
-		return resize(m, opts.Sizes)
+		if err := resize(m, opts.Sizes); err != nil {
+			return err
+		}
+		if opts.PinDir == "" {
+			return nil
+		}
+		d.pins, err = preparePins(m, specs, opts)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loading xdplb: %w", err)
@@ -201,6 +224,12 @@ func Load(opts Options) (*Dataplane, error) {
 			return nil, fmt.Errorf("loading xdplb: map %s after load: %w", s.name, err)
 		}
 		*s.dst = bm
+	}
+	if opts.PinDir != "" {
+		if err := d.finishPins(opts); err != nil {
+			obj.close()
+			return nil, fmt.Errorf("loading xdplb: %w", err)
+		}
 	}
 	return d, nil
 }
@@ -227,14 +256,14 @@ func resize(m *bpf.Module, sz Sizes) error {
 	if err := set(sz.Flows, uint32(sz.Flows), mapCTFwd, mapCTRev); err != nil {
 		return err
 	}
-	if err := set(sz.Services, uint32(sz.Services), mapMaglevOuter, mapSvcStats); err != nil {
+	if err := set(sz.Services, uint32(sz.Services), mapMaglevOuter, mapSvcStats, mapSvcTags); err != nil {
 		return err
 	}
 	if err := set(sz.Services, uint32(sz.Services*VIPsPerService), mapServices); err != nil {
 		return err
 	}
 	// Slot 0 means "no backend", so ids run 1..Backends.
-	return set(sz.Backends, uint32(sz.Backends+1), mapBackends, mapBackendStats)
+	return set(sz.Backends, uint32(sz.Backends+1), mapBackends, mapBackendStats, mapBackendTags)
 }
 
 func checkMap(m *bpf.BPFMap, s mapSpec) error {

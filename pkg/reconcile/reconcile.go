@@ -72,6 +72,10 @@ type Reconciler struct {
 	svcIDs   *idPool
 	beIDs    *idPool
 
+	// adopt is the pool of a previous instance's ids, until the first
+	// Apply has taken what it names (restore.go).
+	adopt *adoption
+
 	// notes collects backend transitions during one Apply, so that a backend
 	// of a service with several ports gets one log line, not one per port.
 	notes []note
@@ -180,6 +184,9 @@ func (r *Reconciler) Apply(st lbmodel.State) (Result, error) {
 			errs = append(errs, err)
 		}
 	}
+	if err := r.finishAdoption(&res); err != nil {
+		errs = append(errs, err)
+	}
 	return res, errors.Join(errs...)
 }
 
@@ -187,11 +194,22 @@ func (r *Reconciler) applyService(want lbmodel.Service, res *Result) error {
 	key := want.Key()
 	svc, ok := r.services[key]
 	if !ok {
+		svc, ok = r.adoptService(want)
+		if ok {
+			r.services[key] = svc
+			r.log.WithFields(logrus.Fields{"service": want.Name, "port": want.Port.String(), "service_id": svc.id}).Info("service adopted")
+		}
+	}
+	if !ok {
 		id, ok := r.svcIDs.get()
 		if !ok {
 			return fmt.Errorf("service %s: more than %d services; raise the limit", key, r.opts.MaxServices)
 		}
 		if err := r.dp.ResetServiceStats(id); err != nil {
+			r.svcIDs.put(id)
+			return fmt.Errorf("service %s: %w", key, err)
+		}
+		if err := r.tag(false, id, serviceTag(key)); err != nil {
 			r.svcIDs.put(id)
 			return fmt.Errorf("service %s: %w", key, err)
 		}
@@ -280,6 +298,10 @@ func (r *Reconciler) resolve(b lbmodel.Backend) (lbmodel.Backend, error) {
 }
 
 func (r *Reconciler) applyBackend(svc *service, want lbmodel.Backend, res *Result) error {
+	adopted := false
+	if _, ok := svc.backends[want.ID]; !ok {
+		adopted = r.adoptBackend(svc, want)
+	}
 	be, ok := svc.backends[want.ID]
 	if !ok {
 		id, ok := r.beIDs.get()
@@ -287,6 +309,10 @@ func (r *Reconciler) applyBackend(svc *service, want lbmodel.Backend, res *Resul
 			return fmt.Errorf("service %s: backend %s: more than %d backends; raise the limit", svc.name, want.Name, r.opts.MaxBackends)
 		}
 		if err := r.dp.ResetBackendStats(id); err != nil {
+			r.beIDs.put(id)
+			return fmt.Errorf("service %s: backend %s: %w", svc.name, want.Name, err)
+		}
+		if err := r.tag(true, id, backendTag(svc.name+"/"+svc.port.String(), want.ID)); err != nil {
 			r.beIDs.put(id)
 			return fmt.Errorf("service %s: backend %s: %w", svc.name, want.Name, err)
 		}
@@ -314,6 +340,8 @@ func (r *Reconciler) applyBackend(svc *service, want lbmodel.Backend, res *Resul
 	be.dirty = false
 	info := logrus.InfoLevel
 	switch {
+	case adopted:
+		r.note(info, svc, want, "backend adopted", logrus.Fields{"backend_id": be.id})
 	case !ok && want.Weight == 0:
 		r.note(info, svc, want, "backend added, draining", nil)
 	case !ok:
@@ -377,6 +405,7 @@ func (r *Reconciler) removeBackend(svc *service, id, reason string, res *Result)
 		return fmt.Errorf("service %s: purging flows of backend %s: %w", svc.name, be.model.Name, err)
 	}
 	delete(svc.backends, id)
+	r.untag(true, be.id)
 	r.beIDs.put(be.id)
 	res.Changes++
 	r.note(logrus.InfoLevel, svc, be.model, "backend removed", logrus.Fields{"flows_purged": n, "why": reason})
@@ -403,6 +432,7 @@ func (r *Reconciler) removeService(key string, res *Result) error {
 		return errors.Join(errs...)
 	}
 	delete(r.services, key)
+	r.untag(false, svc.id)
 	r.svcIDs.put(svc.id)
 	res.Changes++
 	r.log.WithFields(logrus.Fields{"service": svc.name, "port": svc.port.String()}).Info("service removed")

@@ -120,12 +120,14 @@ type daemon struct {
 	cfgPath string
 	lb      *Node
 	hc      *http.Client
+	args    []string // the command line, for `--cleanup` with the same flags
 }
 
 type daemonOpts struct {
 	xdpMode      string
 	flagBackends []string // --backend values
 	fileLines    []string // the --config-file
+	extra        []string // more flags
 }
 
 // defaultDaemonOpts spreads the configuration over flags and the file on
@@ -174,6 +176,8 @@ func startDaemon(t *testing.T, l *lab, o daemonOpts) *daemon {
 	for _, b := range o.flagBackends {
 		args = append(args, "--backend="+b)
 	}
+	args = append(args, o.extra...)
+	d.args = args
 	t.Logf("xdplb %s", strings.Join(args, " "))
 	d.proc = l.topo.Start(t, l.topo.LB, "xdplb", bin, args...)
 	t.Cleanup(func() { d.proc.Stop(10 * time.Second) })
@@ -372,7 +376,7 @@ func TestLoadBalancer(t *testing.T) {
 		l.topo.ApplyOffloads(t, offloadModes[1])
 		checkPassThrough(t, l, d)
 	})
-	t.Run("sigterm-detaches", func(t *testing.T) { checkStop(t, l, d) })
+	t.Run("sigterm-hands-over-cleanup-detaches", func(t *testing.T) { checkStop(t, l, d) })
 }
 
 // TestNativeXDP runs the balancer in native (driver) mode on the veth.
@@ -619,9 +623,13 @@ func checkPassThrough(t *testing.T, l *lab, d *daemon) {
 		m1.reason("pass_not_ours")-m0.reason("pass_not_ours"), m1.reason("pass_icmp")-m0.reason("pass_icmp"), m1.reason("pass_not_ipv4")-m0.reason("pass_not_ipv4"))
 }
 
-// checkStop: SIGTERM ends the daemon promptly, XDP is gone from the
-// interface, and the VIP's service port is no longer intercepted.
+// checkStop: SIGTERM ends the daemon promptly and leaves XDP attached, as
+// a handover to the next instance (handover_test.go has the restart); the
+// VIP keeps being served meanwhile. `xdplb run --cleanup` with the same
+// flags then detaches it, and the VIP's service port is no longer
+// intercepted.
 func checkStop(t *testing.T, l *lab, d *daemon) {
+	attached := xdpAttachment(t, l.topo.LB)
 	t0 := time.Now()
 	if !d.proc.Stop(10 * time.Second) {
 		t.Errorf("xdplb did not exit within 10s of SIGTERM")
@@ -631,8 +639,24 @@ func checkStop(t *testing.T, l *lab, d *daemon) {
 	if err != nil {
 		t.Errorf("xdplb exit after SIGTERM: %v\n%s", err, d.proc.Tail(20))
 	}
+	if got := xdpAttachment(t, l.topo.LB); got != attached {
+		t.Errorf("after SIGTERM the LB's eth0 has XDP %q, want the program left attached (%s)", got, attached)
+	}
+	hc := l.topo.Clients[0].HTTPClient(false, 3*time.Second)
+	if a, err := getWhoami(context.Background(), hc, fmt.Sprintf("http://%s/", l.vip)); err != nil {
+		t.Errorf("VIP not served by the program left attached after SIGTERM: %v", err)
+	} else {
+		t.Logf("after SIGTERM the attached program still serves: answered by %s", a.Host)
+	}
+	cleanup := l.topo.Start(t, l.topo.LB, "xdplb --cleanup", binPath(t, "xdplb"), append(slices.Clone(d.args), "--cleanup")...)
+	for done, _ := cleanup.Exited(); !done; done, _ = cleanup.Exited() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := cleanup.Exited(); err != nil {
+		t.Errorf("xdplb run --cleanup: %v\n%s", err, cleanup.Tail(20))
+	}
 	if got := xdpAttachment(t, l.topo.LB); got != "none" {
-		t.Errorf("after SIGTERM the LB's eth0 still has XDP: %s", got)
+		t.Errorf("after xdplb run --cleanup the LB's eth0 still has XDP: %s\n%s", got, cleanup.Tail(20))
 	}
 	// Nothing listens on the LB's port 80: without XDP the kernel refuses.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

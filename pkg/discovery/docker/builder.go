@@ -52,6 +52,7 @@ type SelfEndpoint struct {
 // Self is the load balancer's own container.
 type Self struct {
 	ContainerID string
+	Name        string // without Docker's leading slash
 	// Project is our own Compose project, "" when not started by Compose;
 	// <prefix>.expose may name networks without its "PROJECT_" prefix.
 	Project  string

@@ -175,7 +175,7 @@ func (w *Watcher) Self(ctx context.Context) (Self, error) {
 
 // selfFromInspect is the pure part of Self.
 func selfFromInspect(ins container.InspectResponse, ifaces []net.Interface) Self {
-	self := Self{ContainerID: ins.ID}
+	self := Self{ContainerID: ins.ID, Name: strings.TrimPrefix(ins.Name, "/")}
 	for _, ep := range endpointsOf(ins) {
 		se := SelfEndpoint{Network: ep.Network, IP: ep.IP, MAC: ep.MAC}
 		for _, ifc := range ifaces {

@@ -1,0 +1,289 @@
+package docker_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// `docker restart` of the balancer: the container's network namespace and
+// interface are recreated, the pinned maps (in a BPF filesystem bound into
+// the container at /sys/fs/bpf) are not. A held connection and a download
+// in flight continue, and no backend sends a reset.
+
+// startPinnedLB is startLB with a BPF filesystem of the test's own bound
+// at /sys/fs/bpf, where the balancer pins its state by default.
+func (e *env) startPinnedLB(bpffs string) {
+	e.t.Helper()
+	args := e.args(append(e.h.XdplbRunArgs(), "-v", bpffs+":/sys/fs/bpf", "--network", e.net, e.xdplb, "run", "--discovery=docker")...)
+	e.lb = e.h.Name("lb")
+	e.h.Run("lb", args...)
+	e.lbIP = e.h.IP(e.lb, e.net)
+	e.logs = follow(e.t, e.lb)
+	e.t.Cleanup(func() {
+		if e.t.Failed() {
+			e.t.Logf("load balancer log, every instance:\n%s", e.lbLogs())
+		}
+	})
+	e.waitLBHealthy(30 * time.Second)
+}
+
+// lbLogs is the balancer container's log across restarts (the follower
+// stops at the first).
+func (e *env) lbLogs() string {
+	out, _ := docker("logs", e.lb)
+	return out
+}
+
+func (e *env) waitLBHealthy(timeout time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		code, _, err := e.lbHTTP("/healthz")
+		if err == nil && code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("load balancer not healthy after %s (last: %d %v)", timeout, code, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// containerTCP reads a container's TCP counters from the host, through
+// its init process (the whoami image has no shell).
+func containerTCP(t *testing.T, name string) map[string]int64 {
+	t.Helper()
+	pid := strings.TrimSpace(mustDocker(t, "inspect", "-f", "{{.State.Pid}}", name))
+	raw, err := os.ReadFile("/proc/" + pid + "/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	var header []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 || f[0] != "Tcp:" {
+			continue
+		}
+		if _, err := strconv.ParseInt(f[1], 10, 64); err != nil {
+			header = f
+			continue
+		}
+		for i := 1; i < len(f) && i < len(header); i++ {
+			out[header[i]], _ = strconv.ParseInt(f[i], 10, 64)
+		}
+	}
+	return out
+}
+
+func mustDocker(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := docker(args...)
+	if err != nil {
+		t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func keepAliveGet(c net.Conn, br *bufio.Reader, timeout time.Duration) (string, error) {
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	host, _, _ := strings.Cut(strings.TrimPrefix(string(body), "hostname "), "\n")
+	return host, nil
+}
+
+// slowGet reads size bytes of whoami's /data at about rate bytes/s and
+// checks that they all arrive (their content is checked elsewhere; here
+// the connection is what matters).
+func slowGet(url string, size, rate int64) error {
+	resp, err := (&http.Client{}).Get(fmt.Sprintf("%sdata?size=%d", url, size))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 64<<10)
+	var n int64
+	t0 := time.Now()
+	for {
+		m, err := resp.Body.Read(buf)
+		n += int64(m)
+		if ahead := time.Duration(n*int64(time.Second)/rate) - time.Since(t0); ahead > 0 {
+			time.Sleep(ahead)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("after %d bytes: %w", n, err)
+		}
+	}
+	if n != size {
+		return fmt.Errorf("got %d of %d bytes", n, size)
+	}
+	return nil
+}
+
+func testBPFFS(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mounting a BPF filesystem: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// TestDockerRestartKeepsFlows: `docker restart` of the balancer with a
+// held keep-alive connection and a download in flight; both complete,
+// no backend resets, new connections work within 2 s of the container
+// being up. Then N more restarts measure the gap a prober sees.
+//
+// Not yet reliable, hence opt-in (XDPLB_DOCKER_RESTART=1): the container's
+// new interface is up before xdplb runs, and a packet of a flow that
+// arrives before the bridge is attached (a backend's retransmission,
+// flushed the moment ARP resolves again) is answered with a reset by the
+// container's kernel. See README, "Restarts keep flows".
+func TestDockerRestartKeepsFlows(t *testing.T) {
+	if os.Getenv("XDPLB_DOCKER_RESTART") != "1" {
+		t.Skip("not yet reliable: a packet in the window before the bridge attaches is reset, and new flows wait for the new program (README); set XDPLB_DOCKER_RESTART=1 to run")
+	}
+	e := newEnv(t)
+	fs := testBPFFS(t)
+	b1, b2 := e.backend("b1"), e.backend("b2")
+	e.waitHealthy(b1, b2)
+	e.startPinnedLB(fs)
+	e.waitServing(20*time.Second, b1, b2)
+	url := e.url()
+
+	conn, err := net.DialTimeout("tcp4", e.lbIP+":80", 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	held, err := keepAliveGet(conn, br, 3*time.Second)
+	if err != nil {
+		t.Fatalf("held connection: %v", err)
+	}
+	rst0 := map[string]int64{}
+	for _, b := range []string{b1, b2} {
+		s := containerTCP(t, b)
+		rst0[b] = s["OutRsts"] + s["EstabResets"]
+	}
+	dl := make(chan error, 1)
+	go func() { dl <- slowGet(url, 40_000_000, 8_000_000) }() // about 5 s
+	time.Sleep(time.Second)
+
+	t0 := time.Now()
+	mustDocker(t, "restart", "-t", "10", e.lb)
+	up := time.Now()
+	e.waitLBHealthy(10 * time.Second)
+	healthy := time.Now()
+	r := e.whoamiClient(url, 20, 4)
+	if r.failed != 0 {
+		t.Errorf("new connections right after the restart: %d of %d failed:\n%s", r.failed, r.ok+r.failed, r.output)
+	}
+	newOK := time.Now()
+	if host, err := keepAliveGet(conn, br, 5*time.Second); err != nil || host != held {
+		t.Errorf("held connection after docker restart: %q %v, want %s", host, err, held)
+	}
+	if err := <-dl; err != nil {
+		t.Errorf("download across docker restart: %v", err)
+	}
+	for _, b := range []string{b1, b2} {
+		s := containerTCP(t, b)
+		if d := s["OutRsts"] + s["EstabResets"] - rst0[b]; d != 0 {
+			t.Errorf("backend %s: %d TCP resets across the restart, want 0", b, d)
+		}
+	}
+	if !strings.Contains(e.lbLogs(), "adopted pinned state") {
+		t.Errorf("the restarted balancer did not adopt the pinned state")
+	}
+	t.Logf("docker restart took %s; healthy %s after it returned; new connections ok %s after it returned",
+		up.Sub(t0).Round(time.Millisecond), healthy.Sub(up).Round(time.Millisecond), newOK.Sub(up).Round(time.Millisecond))
+	if newOK.Sub(up) > 2*time.Second {
+		t.Errorf("new connections took %s after the container was up, want under 2s", newOK.Sub(up))
+	}
+
+	// The gap: a prober opens a new connection every 5 ms from the host.
+	restarts := 10
+	if v, err := strconv.Atoi(os.Getenv("XDPLB_DOCKER_RESTARTS")); err == nil {
+		restarts = v
+	}
+	var mu sync.Mutex
+	var oks []time.Time
+	fails := 0
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		for ctx.Err() == nil {
+			resp, err := hc.Get(url)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			mu.Lock()
+			if err == nil {
+				oks = append(oks, time.Now())
+			} else if ctx.Err() == nil {
+				fails++
+			}
+			mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	var gaps []time.Duration
+	for i := 0; i < restarts; i++ {
+		time.Sleep(time.Second)
+		t0 := time.Now()
+		mustDocker(t, "restart", "-t", "10", e.lb)
+		e.waitLBHealthy(10 * time.Second)
+		time.Sleep(500 * time.Millisecond)
+		mu.Lock()
+		var gap time.Duration
+		prev := t0
+		for _, at := range oks {
+			if at.Before(t0) {
+				continue
+			}
+			gap = max(gap, at.Sub(prev))
+			prev = at
+		}
+		mu.Unlock()
+		gaps = append(gaps, gap)
+	}
+	stop()
+	wg.Wait()
+	if len(gaps) > 0 {
+		slices.Sort(gaps)
+		t.Logf("%d docker restarts: longest interval without an answer (new connection every 5 ms) median %s, min %s, max %s; %d probe requests failed",
+			restarts, gaps[len(gaps)/2].Round(time.Millisecond), gaps[0].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond), fails)
+	}
+}
