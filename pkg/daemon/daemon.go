@@ -1,7 +1,7 @@
 // Package daemon wires the parts of `xdplb run` together: it loads and
 // attaches the data path, feeds the desired state from discovery into the
 // reconciler from a single goroutine, collects expired flows, and serves
-// /metrics and /healthz. cmd/xdplb only parses flags.
+// /metrics, /healthz and /status. cmd/xdplb only parses flags.
 package daemon
 
 import (
@@ -21,9 +21,9 @@ import (
 	"github.com/xdplb/xdplb/pkg/abi"
 	"github.com/xdplb/xdplb/pkg/dataplane"
 	"github.com/xdplb/xdplb/pkg/lbmodel"
-	"github.com/xdplb/xdplb/pkg/metrics"
 	"github.com/xdplb/xdplb/pkg/netif"
 	"github.com/xdplb/xdplb/pkg/reconcile"
+	"github.com/xdplb/xdplb/pkg/status"
 	"github.com/xdplb/xdplb/pkg/version"
 )
 
@@ -121,6 +121,8 @@ type Daemon struct {
 	gc    atomic.Pointer[dataplane.GCResult] // the last GC pass, for metrics
 
 	pressured map[dataplane.EndpointKey]bool // endpoints over the port-pressure mark; daemon loop only
+
+	ops *ops // the operator's view: metrics, last sync, problems (statusapi.go)
 }
 
 func (d *Daemon) lbConfig() abi.Config {
@@ -146,6 +148,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 	}
 	d := &Daemon{cfg: cfg, log: log, attached: map[int]netif.Interface{}, modes: map[int]netif.Mode{},
 		pressured: map[dataplane.EndpointKey]bool{}}
+	d.initOps()
 	if err := d.keepLocalPortsClear(); err != nil {
 		return err
 	}
@@ -163,6 +166,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 		if err != nil {
 			return err
 		}
+		s.onEvent = d.ops.metrics.DockerEvent
 		src = s
 	}
 	ifaces, err := src.interfaces(ctx)
@@ -215,6 +219,8 @@ type update struct {
 	ifaces []netif.Interface // nil: unchanged
 	why    string
 	drift  bool // compare the maps with what was applied before applying
+	// problems are what discovery found wrong with this state (docker).
+	problems []status.Problem
 }
 
 // source is a discovery mechanism: it names the interfaces to attach and
@@ -227,6 +233,7 @@ type source interface {
 func (d *Daemon) apply(u update) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	start := time.Now()
 	if u.ifaces != nil {
 		d.syncInterfaces(u.ifaces)
 	}
@@ -245,6 +252,7 @@ func (d *Daemon) apply(u update) {
 		u.state.Services[i].VIPs = vips
 	}
 	res, err := d.rec.Apply(u.state)
+	d.observeSync(u, time.Since(start), err)
 	entry := d.log.WithFields(logrus.Fields{"why": u.why, "services": len(u.state.Services), "changes": res.Changes})
 	if err != nil {
 		entry.WithError(err).Error("sync applied with errors")
@@ -448,10 +456,8 @@ func (d *Daemon) names() (map[uint32]reconcile.ServiceInfo, map[uint32]reconcile
 
 func (d *Daemon) serveHTTP() *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metrics.Handler(d.dp, d.names, d.gcGauges(), metrics.Gauge{
-		Name: "xdplb_tracked_flows", Help: "Flows in connection tracking at the last collection.",
-		Value: func() float64 { return float64(d.flows.Load()) },
-	}))
+	mux.Handle("/metrics", d.ops.metrics.Handler())
+	mux.HandleFunc(StatusPath, d.serveStatus)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !d.ready.Load() {
 			http.Error(w, "not ready: XDP not attached or first sync not done", http.StatusServiceUnavailable)

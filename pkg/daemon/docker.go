@@ -20,7 +20,8 @@ type dockerSource struct {
 	log     *logrus.Logger
 	w       *docker.Watcher
 	states  chan update
-	reports map[string]bool // problems already logged, so a resync does not repeat them
+	reports map[string]bool     // problems already logged, so a resync does not repeat them
+	onEvent func(action string) // counts Docker events; set before run
 }
 
 func newDockerSource(cfg Config, log *logrus.Logger) (*dockerSource, error) {
@@ -32,6 +33,11 @@ func newDockerSource(cfg Config, log *logrus.Logger) (*dockerSource, error) {
 		SelfID:         cfg.SelfID,
 		Log:            log.WithField("component", "docker"),
 		OnState:        s.onState,
+		OnEvent: func(action string) {
+			if s.onEvent != nil {
+				s.onEvent(action)
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("docker discovery: %w", err)
@@ -77,7 +83,8 @@ func (s *dockerSource) selfInterfaces(self docker.Self) []netif.Interface {
 
 func (s *dockerSource) onState(st lbmodel.State, self docker.Self, problems []docker.Problem, why string) {
 	s.logProblems(problems)
-	s.states <- update{state: st, ifaces: s.selfInterfaces(self), why: why, drift: why == docker.WhyPeriodic || why == docker.WhyReconnect}
+	s.states <- update{state: st, ifaces: s.selfInterfaces(self), why: why, drift: why == docker.WhyPeriodic || why == docker.WhyReconnect,
+		problems: problemsOf(problems)}
 }
 
 // logProblems logs each bad label or unreachable container once, when it

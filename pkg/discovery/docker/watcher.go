@@ -81,6 +81,9 @@ type WatcherOptions struct {
 	Log *logrus.Entry
 	// OnState is required.
 	OnState OnStateFunc
+	// OnEvent, if set, is told the action of every event received
+	// ("start", "die", "health_status"...), for metrics.
+	OnEvent func(action string)
 }
 
 // Watcher turns Docker's container and network events into full desired
@@ -286,6 +289,11 @@ func (w *Watcher) session(ctx context.Context, why string) (synced bool, err err
 func (w *Watcher) noteEvent(ev events.Message) string {
 	if ev.TimeNano > w.lastEvent {
 		w.lastEvent = ev.TimeNano
+	}
+	if w.opts.OnEvent != nil {
+		// "health_status: healthy" -> "health_status": a bounded label.
+		action, _, _ := strings.Cut(string(ev.Action), ":")
+		w.opts.OnEvent(action)
 	}
 	id := ev.Actor.ID
 	name := ev.Actor.Attributes["name"]
