@@ -120,6 +120,7 @@ type daemonOpts struct {
 	xdpMode      string
 	flagBackends []string // --backend values
 	fileLines    []string // the --config-file
+	extraArgs    []string // more flags for xdplb run
 }
 
 // defaultDaemonOpts spreads the configuration over flags and the file on
@@ -168,6 +169,7 @@ func startDaemon(t *testing.T, l *lab, o daemonOpts) *daemon {
 	for _, b := range o.flagBackends {
 		args = append(args, "--backend="+b)
 	}
+	args = append(args, o.extraArgs...)
 	t.Logf("xdplb %s", strings.Join(args, " "))
 	d.proc = l.topo.Start(t, l.topo.LB, "xdplb", bin, args...)
 	t.Cleanup(func() { d.proc.Stop(10 * time.Second) })
