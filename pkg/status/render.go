@@ -98,7 +98,11 @@ func Render(w io.Writer, s Status) error {
 		if r.PerSec != nil {
 			rate = num(*r.PerSec)
 		}
-		fmt.Fprintf(&b, "%-20s %9s %6s", r.Reason, strconv.FormatUint(r.Packets, 10), rate)
+		total := strconv.FormatUint(r.Packets, 10)
+		if len(total) > 9 {
+			total = num(float64(r.Packets))
+		}
+		fmt.Fprintf(&b, "%-20s %9s %6s", r.Reason, total, rate)
 		if i%2 == 0 && i+1 < len(s.Reasons) {
 			b.WriteString("    ")
 		} else {
