@@ -118,6 +118,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.DurationVar(&t.UDP, "udp-timeout", 30*time.Second, "idle timeout of a UDP flow without a reply, or with one exchange (a query and its answer)")
 	fs.DurationVar(&t.UDPStream, "udp-stream-timeout", 2*time.Minute, "idle timeout of a UDP flow whose client spoke again after a reply")
 	fs.DurationVar(&cfg.GCInterval, "gc-interval", 5*time.Second, "how often expired flows are collected")
+	fs.StringVar(&cfg.DefaultCheck, "default-check", "none", "active health check of backends whose labels ask for none (xdplb.check): none, tcp (connect to the target port) or http:/PATH; never for containers with a Docker HEALTHCHECK")
 	// A mistake gets one line naming it, not the whole flag list; --help
 	// prints the list.
 	fs.Usage = func() {}

@@ -22,6 +22,7 @@ import (
 	"github.com/xdplb/xdplb/pkg/dataplane"
 	"github.com/xdplb/xdplb/pkg/lbmodel"
 	"github.com/xdplb/xdplb/pkg/netif"
+	"github.com/xdplb/xdplb/pkg/probe"
 	"github.com/xdplb/xdplb/pkg/reconcile"
 	"github.com/xdplb/xdplb/pkg/status"
 	"github.com/xdplb/xdplb/pkg/version"
@@ -51,6 +52,10 @@ type Config struct {
 	MaxBackends              int // backend slots: one per backend per port
 	Timeouts                 Timeouts
 	GCInterval               time.Duration
+
+	// DefaultCheck is the active check of backends whose labels ask for
+	// none: "" or "none", "tcp", "http:/PATH" (checks.go).
+	DefaultCheck string
 }
 
 // Timeouts are the idle timeouts of connection tracking, one per flow
@@ -122,7 +127,8 @@ type Daemon struct {
 
 	pressured map[dataplane.EndpointKey]bool // endpoints over the port-pressure mark; daemon loop only
 
-	ops *ops // the operator's view: metrics, last sync, problems (statusapi.go)
+	ops    *ops    // the operator's view: metrics, last sync, problems (statusapi.go)
+	checks *checks // active health checks (checks.go)
 }
 
 func (d *Daemon) lbConfig() abi.Config {
@@ -149,6 +155,12 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 	d := &Daemon{cfg: cfg, log: log, attached: map[int]netif.Interface{}, modes: map[int]netif.Mode{},
 		pressured: map[dataplane.EndpointKey]bool{}}
 	d.initOps()
+	defCheck, err := parseDefaultCheck(cfg.DefaultCheck)
+	if err != nil {
+		return err
+	}
+	d.checks = newChecks(defCheck, probe.Ports{Min: cfg.SNATPortMin, Max: cfg.SNATPortMax}, log.WithField("component", "check"))
+	defer d.checks.prober.Stop()
 	if err := d.keepLocalPortsClear(); err != nil {
 		return err
 	}
@@ -209,6 +221,12 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 			d.apply(u)
 		case <-gc.C:
 			d.collect()
+		case <-d.checks.changed:
+			if d.checks.hasLast {
+				u := d.checks.last
+				u.why = WhyCheck
+				d.apply(u)
+			}
 		}
 	}
 }
@@ -234,6 +252,7 @@ func (d *Daemon) apply(u update) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	start := time.Now()
+	u.state = d.checks.gate(u, d.checkSource)
 	if u.ifaces != nil {
 		d.syncInterfaces(u.ifaces)
 	}

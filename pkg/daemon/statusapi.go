@@ -48,6 +48,8 @@ func syncCause(why string) string {
 		return "reload"
 	case strings.HasSuffix(why, "(drain before rebuild)"):
 		return "fast_drain"
+	case why == WhyCheck:
+		return "check"
 	}
 	return "event"
 }

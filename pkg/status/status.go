@@ -39,6 +39,10 @@ func BackendState(weight uint32, reason string) string {
 	switch reason {
 	case StateStarting, StateUnhealthy, StateStopping, StatePaused:
 		return reason
+	case "check_starting":
+		return StateStarting
+	case "check_failed":
+		return StateUnhealthy
 	}
 	return StateDraining
 }

@@ -258,7 +258,7 @@ func Build(self Self, containers []Container, prefix string) (lbmodel.State, []P
 			}
 			backends = append(backends, lbmodel.Backend{
 				ID: cd.c.ID, Name: cd.c.Name, IP: cd.ep.IP, MAC: cd.ep.MAC,
-				IfIndex: cd.self.IfIndex, Weight: cd.weight, Reason: cd.reason,
+				IfIndex: cd.self.IfIndex, Weight: cd.weight, Reason: cd.reason, Check: cd.s.Check,
 			})
 			vips = append(vips, cd.self.IP)
 		}

@@ -23,7 +23,7 @@ const (
 // service name.
 const ComposeServiceLabel = "com.docker.compose.service"
 
-var knownLabels = []string{LabelEnable, LabelService, LabelListen, LabelWeight, LabelNetwork}
+var knownLabels = append([]string{LabelEnable, LabelService, LabelListen, LabelWeight, LabelNetwork}, checkLabels...)
 
 // LabelKey returns the full label key of one of our labels: LabelKey("xdplb",
 // LabelListen) is "xdplb.listen".
@@ -43,6 +43,8 @@ type Settings struct {
 	Weight uint32
 	// Network is <prefix>.network, "" to let the builder choose.
 	Network string
+	// Check is the active health check (check.go); nil: none asked.
+	Check *lbmodel.Check
 }
 
 // ParseEnable reads an <prefix>.enable value: true, 1 and yes opt in;
@@ -133,6 +135,10 @@ func ParseLabels(c Container, prefix string) (s Settings, errs, warnings []Probl
 				"container is not attached to network %q (it is on %s)", s.Network, networkList(endpointNames(c.Networks))))
 		}
 	}
+
+	chk, checkErrs := parseCheck(c, prefix, problem)
+	s.Check = chk
+	errs = append(errs, checkErrs...)
 
 	for _, k := range ourLabels(c.Labels, prefix) {
 		if name, _ := strings.CutPrefix(k, prefix+"."); !slices.Contains(knownLabels, name) || k == prefix {
