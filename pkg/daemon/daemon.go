@@ -121,8 +121,7 @@ type Daemon struct {
 	attached map[int]netif.Interface // by ifindex
 	modes    map[int]netif.Mode
 
-	ready atomic.Bool // XDP attached and first sync applied
-	flows atomic.Int64
+	ready atomic.Bool                        // XDP attached and first sync applied
 	gc    atomic.Pointer[dataplane.GCResult] // the last GC pass, for metrics
 
 	pressured map[dataplane.EndpointKey]bool // endpoints over the port-pressure mark; daemon loop only
@@ -404,11 +403,6 @@ func (d *Daemon) collect() {
 		d.log.WithError(err).Warn("collecting expired flows")
 		return
 	}
-	total := 0
-	for _, n := range res.Flows {
-		total += n
-	}
-	d.flows.Store(int64(total))
 	d.gc.Store(&res)
 	d.portPressure(res.PortsInUse)
 	if res.Removed > 0 {

@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -397,5 +399,108 @@ func checkDashboard(t *testing.T, fams map[string]*dto.MetricFamily) {
 	}
 	if queried < 20 {
 		t.Errorf("the dashboard queries only %d metrics", queried)
+	}
+}
+
+// TestActiveCheckStatic runs --default-check=tcp on a static balancer: a
+// backend port that stops answering drains and comes back, and every probe
+// comes from the balancer's own address and from outside --snat-ports.
+func TestActiveCheckStatic(t *testing.T) {
+	l := newLab(t)
+	b1 := l.topo.Backends[0]
+	ln, err := b1.Listen("tcp", ":7001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		from netip.AddrPort
+		at   time.Time
+	}
+	probes := make(chan seen, 1000)
+	accept := func(ln net.Listener) {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			probes <- seen{netip.MustParseAddrPort(c.RemoteAddr().String()), time.Now()}
+			c.Close()
+		}
+	}
+	go accept(ln)
+	// b1 serves only chk: a backend is checked on the target port of its
+	// first TCP port, and web (port 80) would come first.
+	o := daemonOpts{xdpMode: "generic", flagBackends: []string{"web=" + l.topo.Backends[1].IP.String()},
+		fileLines: []string{"service dns=53:9001/udp", "backend dns=" + l.topo.Backends[2].IP.String()}}
+	o.extraArgs = []string{"--default-check=tcp", "--service=chk=7000:7001/tcp", "--backend=chk=" + b1.IP.String(), "--resync-interval=10m"}
+	d := startDaemon(t, l, o)
+
+	state := func() (string, string) {
+		t.Helper()
+		resp, err := d.hc.Get("http://" + metricsAddr + "/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var s status.Status
+		if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+			t.Fatal(err)
+		}
+		for _, svc := range s.Services {
+			if svc.Name == "chk" && len(svc.Backends) == 1 {
+				return svc.Backends[0].State, svc.Backends[0].Reason
+			}
+		}
+		t.Fatalf("no service chk with one backend in %+v", s.Services)
+		return "", ""
+	}
+	waitState := func(want string, within time.Duration) time.Duration {
+		t.Helper()
+		t0 := time.Now()
+		for {
+			st, reason := state()
+			if st == want {
+				return time.Since(t0)
+			}
+			if time.Since(t0) > within {
+				t.Fatalf("chk's backend is %s (%s) after %s, want %s", st, reason, within, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitState(status.StateReady, 5*time.Second)
+	if st, reason := state(); reason != "check_ok" {
+		t.Errorf("ready backend: %s (%s), want reason check_ok", st, reason)
+	}
+
+	ln.Close()
+	down := waitState(status.StateUnhealthy, 12*time.Second) // 2 s x fall 3, +1 interval
+	ln, err = b1.Listen("tcp", ":7001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go accept(ln)
+	up := waitState(status.StateReady, 10*time.Second) // 2 s x rise 2, +1 interval
+	t.Logf("port closed -> unhealthy in %s; reopened -> ready in %s (interval 2s, fall 3, rise 2)", down.Round(time.Millisecond), up.Round(time.Millisecond))
+	if down < 3*time.Second {
+		t.Errorf("drained %s after the port closed: sooner than fall (3) checks allow", down)
+	}
+	if up < 1*time.Second {
+		t.Errorf("back %s after the port reopened: sooner than rise (2) checks allow", up)
+	}
+	// web's whoami answers its checks; dns is UDP-only: served unchecked.
+	if !strings.Contains(d.proc.Output(), "active check not run") {
+		t.Errorf("no warning that dns (UDP only) cannot be checked")
+	}
+	n := len(probes)
+	if n < 3 {
+		t.Fatalf("only %d probes reached the backend", n)
+	}
+	for i := 0; i < n; i++ {
+		p := <-probes
+		if p.from.Addr() != l.topo.LB.IP || p.from.Port() <= 60999 {
+			t.Errorf("a probe came from %s: want the balancer's %s and a port outside --snat-ports 1024-60999", p.from, l.topo.LB.IP)
+		}
 	}
 }
