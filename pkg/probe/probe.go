@@ -145,6 +145,7 @@ func (p *Prober) Stop() { p.Sync(nil) }
 func (p *Prober) loop(ctx context.Context, r *runner) {
 	c := r.t.Check
 	var ok, fail int
+	everUp := false
 	tick := time.NewTicker(c.Interval)
 	defer tick.Stop()
 	for {
@@ -169,13 +170,14 @@ func (p *Prober) loop(ctx context.Context, r *runner) {
 			r.res.Detail = err.Error()
 		}
 		switch {
-		case err == nil && !was.Checked: // the first check passed: up at once
+		case err == nil && !everUp: // the first passing check: up at once
 			r.res.Up = true
 		case err == nil && !was.Up && ok >= c.Rise:
 			r.res.Up = true
 		case err != nil && was.Up && fail >= c.Fall:
 			r.res.Up = false
 		}
+		everUp = everUp || r.res.Up
 		changed := r.res.Up != was.Up || !was.Checked
 		if changed {
 			r.res.Since = time.Now()

@@ -123,7 +123,7 @@ func TestThresholds(t *testing.T) {
 			// forbidden range away from them.
 			p := New(Ports{Min: 1, Max: 1023}, ch.add)
 			defer p.Stop()
-			chk := lbmodel.Check{Kind: kind, Path: "/health", Interval: 50 * time.Millisecond, Timeout: 40 * time.Millisecond, Rise: 3, Fall: 2}
+			chk := lbmodel.Check{Kind: kind, Path: "/health", Interval: 50 * time.Millisecond, Timeout: 40 * time.Millisecond, Rise: 5, Fall: 2}
 			p.Sync([]Target{{Key: "b", Addr: s.addr, Source: netip.MustParseAddr("127.0.0.1"), Check: chk}})
 			if got := ch.wait(t, 1, time.Second); got[0] {
 				t.Fatalf("up with nothing listening")
@@ -137,7 +137,8 @@ func TestThresholds(t *testing.T) {
 			if got := ch.wait(t, 2, time.Second); !got[1] {
 				t.Fatalf("changes %v", got)
 			}
-			if d := time.Since(t0); d > 3*chk.Interval {
+			// Rise (5) successes would take at least 4 intervals.
+			if d := time.Since(t0); d >= time.Duration(chk.Rise-1)*chk.Interval {
 				t.Errorf("first success took %s: the first passing check must make it ready", d)
 			}
 			if kind == "http" {
