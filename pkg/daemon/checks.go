@@ -15,7 +15,7 @@ import (
 
 // Reasons an active check gives a backend's weight (see status.BackendState).
 const (
-	ReasonCheckStarting = "check_starting" // no check has passed yet: no new flows
+	ReasonCheckStarting = "check_starting" // no check has passed yet (none ran, or all failed): no new flows
 	ReasonCheckOK       = "check_ok"
 	ReasonCheckFailed   = "check_failed" // Fall failures in a row: drained
 )
@@ -139,7 +139,7 @@ func (c *checks) gate(u update, source func(lbmodel.Backend) (netip.Addr, bool))
 			}
 			r, _ := c.prober.Result(b.ID)
 			switch {
-			case !r.Checked:
+			case !r.EverUp:
 				bes[j].Weight, bes[j].Reason = 0, ReasonCheckStarting
 			case !r.Up:
 				bes[j].Weight, bes[j].Reason = 0, ReasonCheckFailed

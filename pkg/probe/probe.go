@@ -74,6 +74,7 @@ type Target struct {
 type Result struct {
 	Checked bool   // at least one check finished
 	Up      bool   // passing: see the package comment for the thresholds
+	EverUp  bool   // some check has passed since the target started
 	Detail  string // the last check's outcome, e.g. "connection refused"
 	Since   time.Time
 }
@@ -145,7 +146,6 @@ func (p *Prober) Stop() { p.Sync(nil) }
 func (p *Prober) loop(ctx context.Context, r *runner) {
 	c := r.t.Check
 	var ok, fail int
-	everUp := false
 	tick := time.NewTicker(c.Interval)
 	defer tick.Stop()
 	for {
@@ -170,14 +170,14 @@ func (p *Prober) loop(ctx context.Context, r *runner) {
 			r.res.Detail = err.Error()
 		}
 		switch {
-		case err == nil && !everUp: // the first passing check: up at once
+		case err == nil && !was.EverUp: // the first passing check: up at once
 			r.res.Up = true
 		case err == nil && !was.Up && ok >= c.Rise:
 			r.res.Up = true
 		case err != nil && was.Up && fail >= c.Fall:
 			r.res.Up = false
 		}
-		everUp = everUp || r.res.Up
+		r.res.EverUp = was.EverUp || r.res.Up
 		changed := r.res.Up != was.Up || !was.Checked
 		if changed {
 			r.res.Since = time.Now()
