@@ -47,7 +47,7 @@ func Render(w io.Writer, s Status) error {
 		b.WriteString("\n")
 		line := fmt.Sprintf("%s %s on %s", svc.Name, svc.Port(), orNone(strings.Join(svc.VIPs, ",")))
 		if rated && svc.Rates != nil {
-			line += fmt.Sprintf("  new %s/s  %s pkt/s  %sB/s",
+			line += fmt.Sprintf(": new %s/s, %s pkt/s, %s B/s",
 				num(svc.Rates.NewFlows), num(svc.Rates.Packets), num(svc.Rates.Bytes))
 		}
 		wrap(&b, "", line)
