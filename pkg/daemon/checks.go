@@ -102,6 +102,7 @@ func (c *checks) gate(u update, source func(lbmodel.Backend) (netip.Addr, bool))
 	var targets []probe.Target
 	names := map[string]string{}
 	gated := map[string]bool{}
+	warned := map[string]bool{} // only backends still here stay warned
 	for id, p := range plans {
 		port := p.check.Port
 		if port == 0 {
@@ -112,18 +113,18 @@ func (c *checks) gate(u update, source func(lbmodel.Backend) (netip.Addr, bool))
 		}
 		src, ok := source(p.b)
 		if port == 0 || !ok {
+			warned[id] = true
 			if !c.warned[id] {
-				c.warned[id] = true
 				c.log.WithFields(logrus.Fields{"backend": p.b.Name, "check": p.check.Kind}).
 					Warn("active check not run: no TCP port to check (set the check port label) or no address of ours towards it; the backend is served unchecked")
 			}
 			continue
 		}
-		delete(c.warned, id)
 		names[id] = p.b.Name
 		gated[id] = true
 		targets = append(targets, probe.Target{Key: id, Name: p.b.Name, Addr: netip.AddrPortFrom(p.b.IP, port), Source: src, Check: p.check})
 	}
+	c.warned = warned
 	c.mu.Lock()
 	c.names = names
 	c.mu.Unlock()

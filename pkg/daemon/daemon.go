@@ -251,7 +251,6 @@ func (d *Daemon) apply(u update) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	start := time.Now()
-	u.state = d.checks.gate(u, d.checkSource)
 	if u.ifaces != nil {
 		d.syncInterfaces(u.ifaces)
 	}
@@ -263,6 +262,8 @@ func (d *Daemon) apply(u update) {
 			d.log.WithField("differences", n).Warn("resync found the maps differing from the applied state; correcting")
 		}
 	}
+	// After the interfaces: probes leave from our address on each.
+	u.state = d.checks.gate(u, d.checkSource)
 	// VIPs are the LB's addresses on its attached interfaces, in both modes:
 	// a client on any network the LB shares with it can reach every service.
 	vips := d.vips()

@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -81,12 +80,4 @@ func parseCheck(c Container, prefix string, problem func(label, value, format st
 		return nil, errs
 	}
 	return &chk, nil
-}
-
-// checkSummary is the check in one phrase, for messages.
-func checkSummary(c *lbmodel.Check) string {
-	if c == nil {
-		return "none"
-	}
-	return fmt.Sprintf("%s every %s", c.Kind, c.Interval)
 }
