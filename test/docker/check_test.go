@@ -21,6 +21,12 @@ var checkLabels = []string{
 	"--label", "xdplb.check.fall=2", "--label", "xdplb.check.rise=2",
 }
 
+// lightLoad is new-connection load that leaves the machine room for the
+// replicas' 1 s HEALTHCHECKs: 4 loops, a new flow every 20 ms each.
+func lightLoad(e *env) []string {
+	return []string{"-url=" + e.url(), "-workers=4", "-every=20ms", "-timeout=3s", "-until-eof"}
+}
+
 // checkedImage has whoami and a busybox shell, and no HEALTHCHECK: what
 // the balancer knows of its health comes from its own checks only.
 func (e *env) checkedImage() string {
@@ -50,13 +56,15 @@ func (e *env) checked(name, image, script string) string {
 // after its first passing check.
 func TestActiveCheckLateListener(t *testing.T) {
 	e := newEnv(t)
-	web1 := e.backend("web1")
+	// Two steady replicas: their 1 s HEALTHCHECK may fail once on a busy
+	// machine, and the service must not be left without a ready backend.
+	web1, web2 := e.backend("web1"), e.backend("web2")
 	e.startLB()
-	e.waitHealthy(web1)
-	e.waitServing(20*time.Second, web1)
+	e.waitHealthy(web1, web2)
+	e.waitServing(20*time.Second, web1, web2)
 
 	img := e.checkedImage()
-	p := e.startProbe(e.loadArgs()...)
+	p := e.startProbe(lightLoad(e)...)
 	mark := e.logs.mark()
 	started := time.Now()
 	late := e.checked("late", img, "/bin/busybox sleep 3; exec /whoami serve")
@@ -71,6 +79,12 @@ func TestActiveCheckLateListener(t *testing.T) {
 	p.waitFor(t, "the late replica answering", 10*time.Second, func(rs []rec) bool { return count(rs, late) >= 20 })
 	rs := p.stop(t)
 	t.Logf("ready %s after docker run; load: %s", ready.at.Sub(started).Round(time.Millisecond), summarize(rs))
+	for _, r := range rs {
+		if r.host == late && r.start.Before(ready.at.Add(-time.Second)) {
+			t.Errorf("the late replica answered a request started at %s, before it was ready (%s)", r.start.Format("15:04:05.000"), ready.at.Format("15:04:05.000"))
+			break
+		}
+	}
 	if f := failures(rs); len(f) > 0 {
 		t.Errorf("%d requests failed: the late replica got flows before it listened? %s", len(f), summarize(f))
 	}
@@ -91,7 +105,7 @@ func TestActiveCheckDrainsAndReturns(t *testing.T) {
 	e.waitHealthy(web1, web2)
 	e.waitServing(30*time.Second, web1, web2, flap)
 
-	p := e.startProbe("-url="+e.url(), "-workers=4", "-every=20ms", "-timeout=3s", "-until-eof")
+	p := e.startProbe(lightLoad(e)...)
 	time.Sleep(time.Second)
 	e.h.Exec(flap, "/bin/busybox", "touch", "/off")
 	mark := e.logs.mark()
