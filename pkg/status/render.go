@@ -192,11 +192,14 @@ func num(v float64) string {
 	return strconv.FormatFloat(v, 'e', 0, 64)
 }
 
+// clip shortens s to n columns, keeping both ends: replicas differ at the
+// end of their names (project-web-1, project-web-2).
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n-1] + "~"
+	head := (n - 1) / 2
+	return s[:head] + "~" + s[len(s)-(n-1-head):]
 }
 
 func orNone(s string) string {

@@ -69,7 +69,7 @@ func TestRenderFits80Columns(t *testing.T) {
 				t.Errorf("line %d is %d columns: %q", i+1, len(line), line)
 			}
 		}
-		for _, want := range []string{"web 80:8080/tcp on 192.168.144.2", "xdplb-web-1-wi~", "xdplb-web-2", "stopping",
+		for _, want := range []string{"web 80:8080/tcp on 192.168.144.2", "xdplb-w~ng-name", "xdplb-web-2", "stopping",
 			"id e8eb523cea66", "mac 02:42:c0:a8:90:04", "PROBLEMS 1", "want\n    an integer", "SYNC 16:59:5"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("render lacks %q:\n%s", want, out)
