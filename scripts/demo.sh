@@ -28,6 +28,10 @@ for _ in 1 2 3; do
 	echo
 done
 
+echo "demo: what the balancer is doing (xdplb status, rates over 1 s)"
+docker compose exec -T lb /xdplb status || rc=1
+echo
+
 echo "demo: docker compose ps"
 docker compose ps
 echo
@@ -38,6 +42,7 @@ cat <<'MSG'
 
 The demo keeps running. Try:
   curl localhost:8080                          # each connection may reach another replica
+  docker compose exec lb /xdplb status --watch # the balancer's view, refreshed every second
   docker compose logs -f client                # the spread, every 5 seconds
   docker compose up -d --scale web=5           # more replicas
   docker stop xdplb-web-2                      # one replica less

@@ -16,6 +16,7 @@ import (
 	"github.com/xdplb/xdplb/pkg/discovery/docker"
 	"github.com/xdplb/xdplb/pkg/discovery/static"
 	"github.com/xdplb/xdplb/pkg/netif"
+	"github.com/xdplb/xdplb/pkg/probe"
 )
 
 // usageError is a mistake on the command line or in a file it names: the
@@ -108,6 +109,7 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 	fs.DurationVar(&cfg.GCInterval, "gc-interval", 5*time.Second, "how often expired flows are collected")
 	fs.StringVar(&cfg.StateDir, "state-dir", "", "BPF filesystem directory where maps are pinned, so that flows and counters survive a restart and SIGTERM leaves XDP attached for the next instance; \"none\" pins nothing (SIGTERM detaches). Default: /sys/fs/bpf/xdplb/ and a name per instance (its network namespace and interfaces, or its container)")
 	fs.BoolVar(&cfg.Cleanup, "cleanup", false, "do not run: detach the program a stopped instance with these flags left attached, remove its pinned state, and exit")
+	fs.StringVar(&cfg.DefaultCheck, "default-check", "none", "active health check of backends whose labels ask for none (xdplb.check): none, tcp (connect to the target port) or http:/PATH; never for containers with a Docker HEALTHCHECK")
 	// A mistake gets one line naming it, not the whole flag list; --help
 	// prints the list.
 	fs.Usage = func() {}
@@ -204,6 +206,11 @@ func (f *runFlags) check() error {
 	}
 	if cfg.MaxFlows < 1024 {
 		return usagef("--max-flows=%d: want at least 1024", cfg.MaxFlows)
+	}
+	if cfg.DefaultCheck != "" {
+		if _, err := probe.ParseSpec(cfg.DefaultCheck); err != nil {
+			return usagef("--default-check=%q: %v", cfg.DefaultCheck, err)
+		}
 	}
 	if cfg.MaxServices < 1 || cfg.MaxServices > 1<<20 {
 		return usagef("--max-services=%d: want 1 to %d", cfg.MaxServices, 1<<20)

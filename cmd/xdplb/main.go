@@ -2,6 +2,7 @@
 //
 //	xdplb run [flags]   balance traffic (see `xdplb run --help`)
 //	xdplb health        exit 0 when the local daemon is attached and synced
+//	xdplb status        what the local daemon is doing (see status.go)
 //	xdplb version
 package main
 
@@ -32,7 +33,7 @@ func main() {
 
 func realMain(args []string, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: xdplb run|health|version [flags]")
+		fmt.Fprintln(stderr, "usage: xdplb run|health|status|version [flags]")
 		return 2
 	}
 	switch args[0] {
@@ -40,14 +41,16 @@ func realMain(args []string, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "health":
 		return cmdHealth(args[1:], stderr)
+	case "status":
+		return cmdStatus(args[1:], os.Stdout, stderr)
 	case "version", "--version":
 		fmt.Println("xdplb", version.Version)
 		return 0
 	case "help", "-h", "--help":
-		fmt.Fprintln(stderr, "usage: xdplb run|health|version [flags]; `xdplb run --help` lists the flags")
+		fmt.Fprintln(stderr, "usage: xdplb run|health|status|version [flags]; `xdplb run --help` lists the flags")
 		return 0
 	}
-	fmt.Fprintf(stderr, "xdplb: unknown command %q (want run, health or version)\n", args[0])
+	fmt.Fprintf(stderr, "xdplb: unknown command %q (want run, health, status or version)\n", args[0])
 	return 2
 }
 

@@ -1,7 +1,7 @@
 // Package daemon wires the parts of `xdplb run` together: it loads and
 // attaches the data path, feeds the desired state from discovery into the
 // reconciler from a single goroutine, collects expired flows, and serves
-// /metrics and /healthz. cmd/xdplb only parses flags.
+// /metrics, /healthz and /status. cmd/xdplb only parses flags.
 package daemon
 
 import (
@@ -24,9 +24,10 @@ import (
 	"github.com/xdplb/xdplb/pkg/dataplane"
 	"github.com/xdplb/xdplb/pkg/discovery/docker"
 	"github.com/xdplb/xdplb/pkg/lbmodel"
-	"github.com/xdplb/xdplb/pkg/metrics"
 	"github.com/xdplb/xdplb/pkg/netif"
+	"github.com/xdplb/xdplb/pkg/probe"
 	"github.com/xdplb/xdplb/pkg/reconcile"
+	"github.com/xdplb/xdplb/pkg/status"
 	"github.com/xdplb/xdplb/pkg/version"
 )
 
@@ -67,6 +68,9 @@ type Config struct {
 	// Cleanup detaches a stopped instance's program, removes its pinned
 	// state and returns, instead of running.
 	Cleanup bool
+	// DefaultCheck is the active check of backends whose labels ask for
+	// none: "" or "none", "tcp", "http:/PATH" (checks.go).
+	DefaultCheck string
 }
 
 // Timeouts are the idle timeouts of connection tracking, one per flow
@@ -115,12 +119,14 @@ type Daemon struct {
 	ready    atomic.Bool  // XDP attached and first sync applied
 	lastSync atomic.Int64 // unix ns of the last applied sync
 	now      func() time.Time
-	flows    atomic.Int64
 	gc       atomic.Pointer[dataplane.GCResult] // the last GC pass, for metrics
 
 	pressured map[dataplane.EndpointKey]bool // endpoints over the port-pressure mark; daemon loop only
 
 	handover bool // an orderly stop: pinned state and program stay for the next instance
+
+	ops    *ops    // the operator's view: metrics, last sync, problems (statusapi.go)
+	checks *checks // active health checks (checks.go)
 }
 
 func (d *Daemon) lbConfig() abi.Config {
@@ -144,6 +150,13 @@ func (d *Daemon) lbConfig() abi.Config {
 func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan struct{}) error {
 	d := &Daemon{cfg: cfg, log: log, attached: map[int]netif.Interface{}, modes: map[int]netif.Mode{}, now: time.Now,
 		pressured: map[dataplane.EndpointKey]bool{}}
+	d.initOps()
+	defCheck, err := parseDefaultCheck(cfg.DefaultCheck)
+	if err != nil {
+		return err
+	}
+	d.checks = newChecks(defCheck, probe.Ports{Min: cfg.SNATPortMin, Max: cfg.SNATPortMax}, log.WithField("component", "check"))
+	defer d.checks.prober.Stop()
 	if err := d.keepLocalPortsClear(); err != nil {
 		return err
 	}
@@ -161,6 +174,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 		if err != nil {
 			return err
 		}
+		s.onEvent = d.ops.metrics.DockerEvent
 		src = s
 	}
 	ifaces, err := src.interfaces(ctx)
@@ -225,6 +239,12 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 			d.apply(u)
 		case <-gc.C:
 			d.collect()
+		case <-d.checks.changed:
+			if d.checks.hasLast {
+				u := d.checks.last
+				u.why = WhyCheck
+				d.apply(u)
+			}
 		}
 	}
 }
@@ -238,6 +258,8 @@ type update struct {
 	// vipsSet: the services carry their own VIPs (Docker: the networks
 	// each is exposed on); otherwise every attached address is a VIP.
 	vipsSet bool
+	// problems are what discovery found wrong with this state (docker).
+	problems []status.Problem
 }
 
 // source is a discovery mechanism: it names the interfaces to attach and
@@ -250,6 +272,7 @@ type source interface {
 func (d *Daemon) apply(u update) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	start := time.Now()
 	if u.ifaces != nil {
 		d.syncInterfaces(u.ifaces)
 	}
@@ -261,6 +284,8 @@ func (d *Daemon) apply(u update) {
 			d.log.WithField("differences", n).Warn("resync found the maps differing from the applied state; correcting")
 		}
 	}
+	// After the interfaces: probes leave from our address on each.
+	u.state = d.checks.gate(u, d.checkSource)
 	// Only addresses of attached interfaces can be VIPs: --interface may
 	// leave some of our networks out.
 	vips := d.vips()
@@ -273,6 +298,7 @@ func (d *Daemon) apply(u update) {
 		}
 	}
 	res, err := d.rec.Apply(u.state)
+	d.observeSync(u, time.Since(start), err)
 	entry := d.log.WithFields(logrus.Fields{"why": u.why, "services": len(u.state.Services), "changes": res.Changes})
 	if err != nil {
 		entry.WithError(err).Error("sync applied with errors")
@@ -443,11 +469,6 @@ func (d *Daemon) collect() {
 		d.log.WithError(err).Warn("collecting expired flows")
 		return
 	}
-	total := 0
-	for _, n := range res.Flows {
-		total += n
-	}
-	d.flows.Store(int64(total))
 	d.gc.Store(&res)
 	d.portPressure(res.PortsInUse)
 	if res.Removed > 0 {
@@ -491,10 +512,8 @@ func (d *Daemon) names() (map[uint32]reconcile.ServiceInfo, map[uint32]reconcile
 
 func (d *Daemon) serveHTTP() *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metrics.Handler(d.dp, d.names, d.gcGauges(), metrics.Gauge{
-		Name: "xdplb_tracked_flows", Help: "Flows in connection tracking at the last collection.",
-		Value: func() float64 { return float64(d.flows.Load()) },
-	}))
+	mux.Handle("/metrics", d.ops.metrics.Handler())
+	mux.HandleFunc(StatusPath, d.serveStatus)
 	mux.HandleFunc("/healthz", d.healthz)
 	srv := &http.Server{Addr: d.cfg.HTTPAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", d.cfg.HTTPAddr)

@@ -28,7 +28,8 @@ type dockerSource struct {
 	log     *logrus.Logger
 	w       *docker.Watcher
 	box     *mailbox
-	reports map[string]bool // problems already logged, so a resync does not repeat them
+	reports map[string]bool     // problems already logged, so a resync does not repeat them
+	onEvent func(action string) // counts Docker events; set before run
 }
 
 func newDockerSource(cfg Config, log *logrus.Logger, engine docker.Engine) (*dockerSource, error) {
@@ -46,6 +47,11 @@ func newDockerSource(cfg Config, log *logrus.Logger, engine docker.Engine) (*doc
 		SelfID:         cfg.SelfID,
 		Log:            log.WithField("component", "docker"),
 		OnState:        s.onState,
+		OnEvent: func(action string) {
+			if s.onEvent != nil {
+				s.onEvent(action)
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("docker discovery: %w", err)
@@ -108,7 +114,8 @@ func (s *dockerSource) selfInterfaces(self docker.Self) []netif.Interface {
 func (s *dockerSource) onState(u docker.Update) {
 	s.logProblems(u.Problems)
 	s.box.put(update{state: u.State, ifaces: s.selfInterfaces(u.Self), why: u.Why(), vipsSet: true,
-		drift: u.Reason == docker.RebuildPeriodic || u.Reason == docker.RebuildReconnect})
+		drift:    u.Reason == docker.RebuildPeriodic || u.Reason == docker.RebuildReconnect,
+		problems: problemsOf(u.Problems)})
 }
 
 // logProblems logs each bad label or unreachable container once, when it

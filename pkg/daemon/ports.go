@@ -1,13 +1,9 @@
 package daemon
 
 import (
-	"fmt"
-
 	"github.com/sirupsen/logrus"
 
-	"github.com/xdplb/xdplb/pkg/abi"
 	"github.com/xdplb/xdplb/pkg/dataplane"
-	"github.com/xdplb/xdplb/pkg/metrics"
 )
 
 // Port pressure: a backend endpoint whose SNAT ports are this full gets a
@@ -45,47 +41,4 @@ func (d *Daemon) portPressure(inUse map[dataplane.EndpointKey]int) {
 				Info("SNAT ports towards this backend recovered")
 		}
 	}
-}
-
-// gcGauges are the labelled gauges of the last GC pass: flows by state,
-// and SNAT ports in use per backend endpoint.
-func (d *Daemon) gcGauges() []metrics.LabeledGauge {
-	return []metrics.LabeledGauge{{
-		Name: "xdplb_flows", Help: "Tracked flows by conntrack state at the last collection (closed TCP flows hold their port in tcp_time_wait).",
-		Samples: func() []metrics.Sample {
-			res := d.gc.Load()
-			if res == nil {
-				return nil
-			}
-			var out []metrics.Sample
-			for st, n := range res.Flows {
-				out = append(out, metrics.Sample{Labels: fmt.Sprintf("state=%q", abi.CTStateName(uint8(st))), Value: float64(n)})
-			}
-			return out
-		},
-	}, {
-		Name: "xdplb_snat_ports_in_use", Help: "SNAT ports held towards each backend endpoint at the last collection, out of xdplb_snat_ports_per_backend.",
-		Samples: func() []metrics.Sample {
-			res := d.gc.Load()
-			if res == nil {
-				return nil
-			}
-			_, bes := d.names()
-			var out []metrics.Sample
-			for ep, n := range res.PortsInUse {
-				be, ok := bes[ep.BackendID]
-				if !ok {
-					continue // a backend removed since: its flows are being purged
-				}
-				out = append(out, metrics.Sample{
-					Labels: fmt.Sprintf("service=%q,port=%q,backend=%q,ip=%q", be.Service, be.Port, be.Name, be.IP),
-					Value:  float64(n),
-				})
-			}
-			return out
-		},
-	}, {
-		Name: "xdplb_snat_ports_per_backend", Help: "SNAT ports each backend endpoint has (--snat-ports).",
-		Samples: func() []metrics.Sample { return []metrics.Sample{{Value: float64(d.snatCapacity())}} },
-	}}
 }

@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -208,6 +209,10 @@ type GCResult struct {
 	// PortsInUse counts the SNAT ports held per backend endpoint (live
 	// flows and closed ones in quarantine alike).
 	PortsInUse map[EndpointKey]int
+	// Active counts the flows per backend id that are not closed (TCP
+	// TIME_WAIT and reset), for `xdplb status`.
+	Active map[uint32]int
+	At     time.Time // when the pass started
 }
 
 // CollectExpired deletes the flows that have been idle, in both
@@ -222,7 +227,7 @@ type GCResult struct {
 // by its client, since the walk is kept. A flow's ct_fwd goes before its
 // ct_rev, as in the data path: a ct_fwd never outlives its port's owner.
 func (d *Dataplane) CollectExpired(cfg abi.Config) (GCResult, error) {
-	res := GCResult{PortsInUse: map[EndpointKey]int{}}
+	res := GCResult{PortsInUse: map[EndpointKey]int{}, Active: map[uint32]int{}, At: time.Now()}
 	if err := checkTimeouts(cfg); err != nil {
 		return res, fmt.Errorf("collecting expired flows: %w", err)
 	}
@@ -243,6 +248,9 @@ func (d *Dataplane) CollectExpired(cfg abi.Config) (GCResult, error) {
 			res.Flows[rv.State]++
 		}
 		res.PortsInUse[EndpointKey{rv.BackendID, rk.DAddr}]++
+		if rv.State != abi.CTTCPTimeWait && rv.State != abi.CTTCPClose {
+			res.Active[rv.BackendID]++
+		}
 		paired = append(paired, flowHash(seed, fwdKeyOf(rk, rv), rk.DAddr, rk.DPort, rk.SPort, rv.BackendID))
 		return nil
 	})

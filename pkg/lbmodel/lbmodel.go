@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Proto is an IP protocol number the data path balances.
@@ -72,6 +73,20 @@ type Backend struct {
 	// Reason says why the weight is what it is ("healthy", "stopping",
 	// "unhealthy", "paused", "label"), for the logs.
 	Reason string
+	// Check is the active health check its labels ask for; nil: none asked
+	// (a global default may apply), Kind "none": explicitly none.
+	Check *Check
+}
+
+// Check is an active health check of a backend (pkg/probe runs them).
+type Check struct {
+	Kind     string // "tcp", "http" or "none"
+	Path     string // http: the request path
+	Port     uint16 // 0: the target port of the backend's first TCP port
+	Interval time.Duration
+	Timeout  time.Duration
+	Rise     int // successes that bring a failed backend back
+	Fall     int // failures that drain a ready backend
 }
 
 // Service is a set of listen ports served on a set of VIPs by a set of backends.

@@ -505,23 +505,33 @@ func (r *Reconciler) CheckDrift() (int, error) {
 	return drift, nil
 }
 
-// BackendInfo describes one programmed backend, for metrics labels.
+// BackendInfo describes one programmed backend, for metrics labels and
+// `xdplb status`.
 type BackendInfo struct {
 	Service, Port, Name, IP string
 	Weight                  uint32
+	ServiceID               uint32
+	// ID is the backend's stable identity: a container ID, or its address.
+	ID, MAC, Reason string
 }
 
-// ServiceInfo describes one programmed service, for metrics labels.
-type ServiceInfo struct{ Name, Port string }
+// ServiceInfo describes one programmed service, for metrics labels and
+// `xdplb status`.
+type ServiceInfo struct {
+	Name, Port string
+	Ports      lbmodel.Port
+	VIPs       []netip.Addr
+}
 
 // Snapshot returns the ids in use and what they stand for.
 func (r *Reconciler) Snapshot() (map[uint32]ServiceInfo, map[uint32]BackendInfo) {
 	svcs := map[uint32]ServiceInfo{}
 	bes := map[uint32]BackendInfo{}
 	for _, svc := range r.services {
-		svcs[svc.id] = ServiceInfo{Name: svc.name, Port: svc.port.String()}
+		svcs[svc.id] = ServiceInfo{Name: svc.name, Port: svc.port.String(), Ports: svc.port, VIPs: slices.Clone(svc.vips)}
 		for _, be := range svc.backends {
-			bes[be.id] = BackendInfo{Service: svc.name, Port: svc.port.String(), Name: be.model.Name, IP: be.model.IP.String(), Weight: be.model.Weight}
+			bes[be.id] = BackendInfo{Service: svc.name, Port: svc.port.String(), Name: be.model.Name, IP: be.model.IP.String(), Weight: be.model.Weight,
+				ServiceID: svc.id, ID: be.model.ID, MAC: be.model.MAC.String(), Reason: be.model.Reason}
 		}
 	}
 	return svcs, bes

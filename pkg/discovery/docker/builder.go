@@ -324,7 +324,7 @@ func Build(self Self, containers []Container, opts BuildOptions) (lbmodel.State,
 			}
 			backends = append(backends, lbmodel.Backend{
 				ID: cd.c.ID, Name: cd.c.Name, IP: cd.ep.IP, MAC: cd.ep.MAC,
-				IfIndex: cd.self.IfIndex, Weight: cd.weight, Reason: cd.reason,
+				IfIndex: cd.self.IfIndex, Weight: cd.weight, Reason: cd.reason, Check: cd.s.Check,
 			})
 			vips = append(vips, cd.self.IP)
 		}

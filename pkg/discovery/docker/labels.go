@@ -39,7 +39,7 @@ const ComposeServiceLabel = "com.docker.compose.service"
 // the unit a balancer serves by default.
 const ComposeProjectLabel = "com.docker.compose.project"
 
-var knownLabels = []string{LabelEnable, LabelService, LabelListen, LabelWeight, LabelNetwork, LabelExpose}
+var knownLabels = append([]string{LabelEnable, LabelService, LabelListen, LabelWeight, LabelNetwork, LabelExpose}, checkLabels...)
 
 // LabelKey returns the full label key of one of our labels: LabelKey("xdplb",
 // LabelListen) is "xdplb.listen".
@@ -62,6 +62,8 @@ type Settings struct {
 	// Expose is <prefix>.expose split at commas: the balancer's networks the
 	// service answers on; nil for the default (see Build).
 	Expose []string
+	// Check is the active health check (check.go); nil: none asked.
+	Check *lbmodel.Check
 }
 
 // ParseEnable reads an <prefix>.enable value: true, 1 and yes opt in;
@@ -167,6 +169,10 @@ func ParseLabels(c Container, prefix string) (s Settings, errs, warnings []Probl
 				"container is not attached to network %q (it is on %s)", s.Network, networkList(endpointNames(c.Networks))))
 		}
 	}
+
+	chk, checkErrs := parseCheck(c, prefix, problem)
+	s.Check = chk
+	errs = append(errs, checkErrs...)
 
 	for _, k := range ourLabels(c.Labels, prefix) {
 		if name, _ := strings.CutPrefix(k, prefix+"."); !slices.Contains(knownLabels, name) || k == prefix {

@@ -177,6 +177,9 @@ type WatcherOptions struct {
 	Log *logrus.Entry
 	// OnState is required.
 	OnState OnStateFunc
+	// OnEvent, if set, is told the action of every event received
+	// ("start", "die", "health_status"...), for metrics.
+	OnEvent func(action string)
 }
 
 // kill is a kill event remembered until the container dies or restarts.
@@ -427,6 +430,11 @@ func (w *Watcher) session(ctx context.Context, reason RebuildReason) (delivered 
 func (w *Watcher) noteEvent(ev events.Message) (why string, relevant bool) {
 	if ev.TimeNano > w.lastEvent {
 		w.lastEvent = ev.TimeNano
+	}
+	if w.opts.OnEvent != nil {
+		// "health_status: healthy" -> "health_status": a bounded label.
+		action, _, _ := strings.Cut(string(ev.Action), ":")
+		w.opts.OnEvent(action)
 	}
 	attrs := ev.Actor.Attributes
 	if ev.Type == events.NetworkEventType {
