@@ -83,24 +83,18 @@ static __always_inline int ct_expired(const struct lb_config *cfg, const struct 
 	return now > last && now - last > ct_timeout(cfg, rev->state);
 }
 
-/* How much a new flow that found no free port may take this flow's port.
- * Expired flows are taken before any of these, as if free. */
-enum ct_stale {
-	STALE_NO = 0,
-	/* The backend's TIME_WAIT may still hold the tuple: taking the port
-	 * risks one PAWS-rejected SYN (the client resends it after a second,
-	 * and its ACK of the backend's reply kills that TIME_WAIT), which is
-	 * what refusing the flow would cost for certain. */
-	STALE_LAST_RESORT,
-	/* Nobody holds the tuple any more: a TCP flow never established, or a
-	 * UDP flow that never went past one exchange (a finished one-shot
-	 * query), silent for CT_STEAL_IDLE_NS; a reset TCP flow; one closed for
-	 * longer than the backend's own TIME_WAIT (CT_LINUX_TIME_WAIT_NS). As
-	 * nf_conntrack's early drop, which gives up unassured entries first. */
-	STALE_SAFE,
-};
-
-static __always_inline enum ct_stale ct_stale(const struct ct_rev *rev, __u64 now)
+/*
+ * Returns whether nobody holds this flow's tuple any more, so that a new
+ * flow that found no free port may take its port (expired flows are taken
+ * before, as if free): a TCP flow never established, or a UDP flow that
+ * never went past one exchange (a finished one-shot query), once silent for
+ * CT_STEAL_IDLE_NS; a reset TCP flow; one closed for longer than the
+ * backend's own TIME_WAIT (CT_LINUX_TIME_WAIT_NS). As nf_conntrack's early
+ * drop, which gives up unassured entries first. A younger closed flow is
+ * never taken: the backend may still hold its tuple in TIME_WAIT, and
+ * another client's SYN there would fail its PAWS check.
+ */
+static __always_inline int ct_stale(const struct ct_rev *rev, __u64 now)
 {
 	__u64 last = rev->client_seen_ns > rev->backend_seen_ns ? rev->client_seen_ns
 								 : rev->backend_seen_ns;
@@ -108,19 +102,16 @@ static __always_inline enum ct_stale ct_stale(const struct ct_rev *rev, __u64 no
 	switch (rev->state) {
 	case XDPLB_CT_TCP_SYN_SENT:
 	case XDPLB_CT_TCP_SYN_RECV:
-		return now > rev->client_seen_ns && now - rev->client_seen_ns > CT_STEAL_IDLE_NS
-			       ? STALE_SAFE
-			       : STALE_NO;
+		return now > rev->client_seen_ns && now - rev->client_seen_ns > CT_STEAL_IDLE_NS;
 	case XDPLB_CT_UDP_UNREPLIED:
 	case XDPLB_CT_UDP_REPLIED:
-		return now > last && now - last > CT_STEAL_IDLE_NS ? STALE_SAFE : STALE_NO;
+		return now > last && now - last > CT_STEAL_IDLE_NS;
 	case XDPLB_CT_TCP_CLOSE:
-		return STALE_SAFE;
+		return 1;
 	case XDPLB_CT_TCP_TIME_WAIT:
-		return now > last && now - last > CT_LINUX_TIME_WAIT_NS ? STALE_SAFE
-									 : STALE_LAST_RESORT;
+		return now > last && now - last > CT_LINUX_TIME_WAIT_NS;
 	default:
-		return STALE_NO;
+		return 0;
 	}
 }
 
@@ -357,8 +348,7 @@ enum ct_probe {
 	PROBE_BUSY,       /* another flow's, and live */
 	PROBE_CLAIMED,    /* ours now: free, expired, or our own tuple's flow restarted */
 	PROBE_ADOPTED,    /* our own tuple's live flow, whose ct_fwd was lost: use it as it is */
-	PROBE_STALE,      /* another flow's, nobody's any more (STALE_SAFE) */
-	PROBE_LAST_RESORT /* another flow's, closed but maybe in the backend's TIME_WAIT */
+	PROBE_STALE,    /* another flow's, nobody's any more (ct_stale()): taken if none is free */
 };
 
 /*
@@ -374,7 +364,7 @@ struct ct_search {
 	__u32 min, n, off;           /* the range, and where the hashed run is */
 	__u32 prefer, cport;         /* tried first when nonzero */
 	__u32 port;                  /* out: the port claimed or adopted */
-	__u32 stale, last_resort;    /* the first stale ports seen */
+	__u32 stale;                 /* the first stale port seen */
 	__u8 syn;                    /* the packet opens a connection (ct_reopens()) */
 	__u8 adopted;                /* out: port came with a live flow */
 };
@@ -403,14 +393,7 @@ static __always_inline enum ct_probe ct_probe_port(struct ct_search *s,
 	if (mine || expired)
 		return bpf_map_update_elem(&ct_rev, &s->rk, &s->rv, BPF_EXIST) == 0 ? PROBE_CLAIMED
 										     : PROBE_BUSY;
-	switch (ct_stale(occ, s->now)) {
-	case STALE_SAFE:
-		return PROBE_STALE;
-	case STALE_LAST_RESORT:
-		return PROBE_LAST_RESORT;
-	default:
-		return PROBE_BUSY;
-	}
+	return ct_stale(occ, s->now) ? PROBE_STALE : PROBE_BUSY;
 }
 
 /* bpf_loop() callback: probe number i of the search. The ports tried, in
@@ -444,8 +427,6 @@ static long ct_probe_cb(__u64 i, void *ctx)
 	}
 	if (res == PROBE_STALE && !s->stale)
 		s->stale = port;
-	if (res == PROBE_LAST_RESORT && !s->last_resort)
-		s->last_resort = port;
 	return 0;
 }
 
@@ -455,8 +436,7 @@ static long ct_probe_cb(__u64 i, void *ctx)
  * port of the flow this client tuple had, when it restarts it), the
  * client's own source port, then a run starting at a hash of the flow,
  * XDPLB_SNAT_PROBES in all, each only inside the SNAT range. When no port
- * tried is free, the first stale one seen is taken (ct_stale()): one
- * nobody holds, else one the backend may hold in TIME_WAIT.
+ * tried is free, the first stale one seen is taken (ct_stale()).
  * Returns the port in host order, or 0 when none could be had.
  */
 static __always_inline __u32 ct_alloc_snat_port(struct ct_search *s, const struct packet *pkt,
@@ -474,14 +454,12 @@ static __always_inline __u32 ct_alloc_snat_port(struct ct_search *s, const struc
 	s->off = flow_hash(&pkt->key, XDPLB_HASH_SEED_SNAT) % s->n;
 	s->client = pkt->k;
 	s->syn = tcp_is_syn(pkt);
-	s->port = s->stale = s->last_resort = 0;
+	s->port = s->stale = 0;
 	s->adopted = 0;
 
 	bpf_loop(XDPLB_SNAT_PROBES, ct_probe_cb, s, 0);
 	if (s->port)
 		return s->port;
-	if (!s->stale)
-		s->stale = s->last_resort;
 	if (!s->stale)
 		return 0;
 	flow_key_set_dport(&s->rk, bpf_htons((__u16)s->stale));
