@@ -16,7 +16,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -73,21 +72,7 @@ func (l *churnLab) startXdplb(t *testing.T, extra ...string) {
 	if err := p.WaitOutput("xdp attached", 30*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, p.Tail(40))
 	}
-	hc := l.topo.LB.HTTPClient(false, 5*time.Second)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := hc.Get("http://" + metricsAddr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("xdplb /healthz not 200 within 30s: %v\n%s", err, p.Tail(40))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitHealthz(t, l.topo.LB.HTTPClient(false, 5*time.Second), p)
 }
 
 // startIptables makes the LB namespace a kube-proxy style NAT: DNAT of the

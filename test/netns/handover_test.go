@@ -44,20 +44,7 @@ func testBPFFS(t *testing.T) string {
 func restartInstance(t *testing.T, l *lab, d *daemon, name string) {
 	t.Helper()
 	d.proc = l.topo.Start(t, l.topo.LB, name, binPath(t, "xdplb"), d.args...)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := d.hc.Get("http://" + metricsAddr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: /healthz not 200 within 30s: %v\n%s", name, err, d.proc.Tail(40))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitHealthz(t, d.hc, d.proc)
 }
 
 // slowDownload GETs size bytes of /data and checks every byte, reading at

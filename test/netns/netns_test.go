@@ -185,20 +185,7 @@ func startDaemon(t *testing.T, l *lab, o daemonOpts) *daemon {
 		t.Fatalf("%v\n%s", err, d.proc.Tail(40))
 	}
 	d.hc = l.topo.LB.HTTPClient(false, 5*time.Second)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := d.hc.Get("http://" + metricsAddr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("xdplb /healthz not 200 within 30s: %v %v\n%s", err, resp, d.proc.Tail(40))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitHealthz(t, d.hc, d.proc)
 	return d
 }
 
@@ -882,5 +869,25 @@ func TestBackendRemovalUnderLoad(t *testing.T) {
 	}
 	if heldErr == nil {
 		t.Errorf("the held connection to b3 still works after b3 was removed")
+	}
+}
+
+// waitHealthz waits up to 30 s until the xdplb process p answers 200 on
+// /healthz (through hc, a client in its namespace).
+func waitHealthz(t *testing.T, hc *http.Client, p *Proc) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := hc.Get("http://" + metricsAddr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("xdplb /healthz not 200 within 30s: %v\n%s", err, p.Tail(40))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
