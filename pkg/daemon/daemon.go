@@ -416,13 +416,13 @@ func (d *Daemon) ensureForwarding() {
 // SIGKILL): no process holds that one any more, and refusing it would keep
 // xdplb from coming back after a crash without a human.
 func (d *Daemon) attachOnce(it netif.Interface, mode netif.Mode) error {
-	err := d.dp.Attach(it.Index, dataplane.Mode(mode), d.cfg.Force)
+	err := d.dp.Attach(it.Index, mode, d.cfg.Force)
 	var other *dataplane.OtherProgramError
 	if err == nil || !errors.As(err, &other) || other.ProgramName != dataplane.ProgramName || dataplane.ProgramHeld(other.ProgramID) {
 		return err
 	}
 	d.log.WithFields(logrus.Fields{"interface": it.Name, "program_id": other.ProgramID}).Warn("replacing an xdplb program a previous run left attached")
-	return d.dp.Attach(it.Index, dataplane.Mode(mode), true)
+	return d.dp.Attach(it.Index, mode, true)
 }
 
 func (d *Daemon) banner(ifaces []netif.Interface) {

@@ -228,7 +228,7 @@ func (d *Dataplane) pinProgram(dir string) error {
 // the new instance has moved them its packets are dropped, not reset.
 // The caller replaces it with its own program as soon as that is loaded.
 func AttachPinned(dir string, ifindex int, mode Mode) (bool, error) {
-	flags, err := mode.flags()
+	flags, err := modeFlags(mode)
 	if err != nil {
 		return false, err
 	}
@@ -341,9 +341,9 @@ func DetachStale(ifindex int, id uint32) error {
 	case 0:
 		return nil
 	case st.native:
-		flags, _ = ModeNative.flags()
+		flags, _ = modeFlags(ModeNative)
 	case st.generic:
-		flags, _ = ModeGeneric.flags()
+		flags, _ = modeFlags(ModeGeneric)
 	default:
 		return nil // gone or replaced meanwhile: not ours to touch
 	}

@@ -65,20 +65,24 @@ import (
 	"net"
 	"strings"
 	"syscall"
+
+	"github.com/xdplb/xdplb/pkg/netif"
 )
 
-// Mode is how the program is attached to an interface.
-type Mode string
+// Mode is how the program is attached to an interface: the project's one
+// mode type, netif.Mode, of which the data path attaches in two (auto is
+// resolved by netif.ChooseMode before).
+type Mode = netif.Mode
 
 const (
 	// ModeNative runs the program in the driver (XDP_FLAGS_DRV_MODE).
-	ModeNative Mode = "native"
+	ModeNative = netif.ModeNative
 	// ModeGeneric runs it on the skb path (XDP_FLAGS_SKB_MODE): works on
 	// every device, at skb cost.
-	ModeGeneric Mode = "generic"
+	ModeGeneric = netif.ModeGeneric
 )
 
-func (m Mode) flags() (uint32, error) {
+func modeFlags(m Mode) (uint32, error) {
 	switch m {
 	case ModeNative:
 		return C.XDP_FLAGS_DRV_MODE, nil
@@ -188,7 +192,7 @@ func ifaceName(ifindex int) string {
 // program already is in that mode is a no-op.
 func (d *Dataplane) Attach(ifindex int, mode Mode, force bool) error {
 	o := d.obj
-	flags, err := mode.flags()
+	flags, err := modeFlags(mode)
 	if err != nil {
 		return fmt.Errorf("attaching XDP to %s: %w", ifaceName(ifindex), err)
 	}
@@ -287,7 +291,7 @@ func (d *Dataplane) Detach(ifindex int) error {
 	if !ok {
 		return nil
 	}
-	flags, _ := mode.flags()
+	flags, _ := modeFlags(mode)
 	err := xdpAttach(ifindex, -1, flags, d.obj.fd)
 	switch {
 	case err == nil, errors.Is(err, syscall.ENODEV):
