@@ -82,7 +82,7 @@ want unit && group unit 10m -skip DockerdRestart ./pkg/... ./cmd/...
 if ! want netns; then
 	:
 elif [ -d test/netns ]; then
-	group netns 10m -p 1 ./test/netns/...
+	group netns 30m -p 1 ./test/netns/...
 else
 	names+=(netns) results+=("ABSENT (no test/netns)")
 fi
@@ -93,7 +93,7 @@ if want docker && [ "${XDPLB_SKIP_DOCKER:-0}" != 1 ]; then
 		# The 500-container measurement only when asked (XDPLB_TEST_SCALE=1).
 		skip='DockerdRestart|AtScale'
 		[ "${XDPLB_TEST_SCALE:-0}" = 1 ] && skip=DockerdRestart
-		group docker 20m -p 1 -skip "$skip" ./test/dockerharness/... ./test/docker/... ./test/e2e/...
+		group docker 40m -p 1 -skip "$skip" ./test/dockerharness/... ./test/docker/... ./test/e2e/...
 		# Last and alone, because they kill and restart the engine under
 		# everything else: the watcher's and the daemon's engine-restart tests.
 		# A run narrowed with XDPLB_TEST_RUN never restarts the engine.
