@@ -119,7 +119,7 @@ func TestZZDockerdRestart(t *testing.T) {
 	logs := fullLogs(e.lb)
 	interrupted := strings.Contains(logs, "docker watch interrupted") || strings.Contains(logs, "docker still failing")
 	reconnected := strings.Contains(logs, "docker state rebuilt (resync after reconnect)")
-	cleanStop := strings.Contains(logs, "shutting down: detaching XDP")
+	cleanStop := strings.Contains(logs, `msg="shutting down"`)
 	restartedLB := strings.Count(logs, `msg="xdplb started"`) >= 2 && strings.Count(logs, "docker state rebuilt (initial sync)") >= 2
 	t.Logf("balancer: watch interruption %v, resync after reconnect %v; clean stop %v, restarted and synced again %v",
 		interrupted, reconnected, cleanStop, restartedLB)
