@@ -1,3 +1,10 @@
+//go:build dockerrestart
+
+// Not in the test command yet (issue 10 is open): a packet in the window
+// before the bridge program attaches is reset, and new flows wait for the
+// new program (README, "Restarts keep flows"). Run it with
+// `go test -tags dockerrestart -run TestDockerRestartKeepsFlows ./test/docker/`.
+
 package docker_test
 
 import (
@@ -162,15 +169,12 @@ func testBPFFS(t *testing.T) string {
 // no backend resets, new connections work within 2 s of the container
 // being up. Then N more restarts measure the gap a prober sees.
 //
-// Not yet reliable, hence opt-in (XDPLB_DOCKER_RESTART=1): the container's
+// Not yet reliable, hence behind the dockerrestart build tag: the container's
 // new interface is up before xdplb runs, and a packet of a flow that
 // arrives before the bridge is attached (a backend's retransmission,
 // flushed the moment ARP resolves again) is answered with a reset by the
 // container's kernel. See README, "Restarts keep flows".
 func TestDockerRestartKeepsFlows(t *testing.T) {
-	if os.Getenv("XDPLB_DOCKER_RESTART") != "1" {
-		t.Skip("not yet reliable: a packet in the window before the bridge attaches is reset, and new flows wait for the new program (README); set XDPLB_DOCKER_RESTART=1 to run")
-	}
 	e := newEnv(t)
 	fs := testBPFFS(t)
 	b1, b2 := e.backend("b1"), e.backend("b2")
