@@ -22,23 +22,23 @@ func (d *Daemon) snatCapacity() int { return int(d.cfg.SNATPortMax) - int(d.cfg.
 func (d *Daemon) portPressure(inUse map[dataplane.EndpointKey]int) {
 	capacity := float64(d.snatCapacity())
 	_, bes := d.names()
+	fields := func(ep dataplane.EndpointKey, n int) logrus.Fields {
+		be := bes[ep.BackendID]
+		return logrus.Fields{"service": be.Service, "port": be.Port, "backend": be.Name, "ip": be.IP,
+			"snat_ports_in_use": n, "snat_ports": d.snatCapacity()}
+	}
 	for ep, n := range inUse {
 		if float64(n) < pressureHigh*capacity || d.pressured[ep] {
 			continue
 		}
 		d.pressured[ep] = true
-		be := bes[ep.BackendID]
-		d.log.WithFields(logrus.Fields{"service": be.Service, "port": be.Port, "backend": be.Name, "ip": be.IP,
-			"snat_ports_in_use": n, "snat_ports": d.snatCapacity()}).
+		d.log.WithFields(fields(ep, n)).
 			Warn("SNAT ports towards this backend are running out: new flows to it will be refused when none is left; add replicas or widen --snat-ports")
 	}
 	for ep := range d.pressured {
 		if n := inUse[ep]; float64(n) < pressureLow*capacity {
 			delete(d.pressured, ep)
-			be := bes[ep.BackendID]
-			d.log.WithFields(logrus.Fields{"service": be.Service, "port": be.Port, "backend": be.Name, "ip": be.IP,
-				"snat_ports_in_use": n, "snat_ports": d.snatCapacity()}).
-				Info("SNAT ports towards this backend recovered")
+			d.log.WithFields(fields(ep, n)).Info("SNAT ports towards this backend recovered")
 		}
 	}
 }
