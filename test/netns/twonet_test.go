@@ -78,20 +78,7 @@ func newTwoNet(t *testing.T, backends, mtu int) *twoNet {
 		topo.Start(t, b, "whoami "+b.Role, whoami, "serve", "--http=:8080", "--name="+b.Role,
 			"--unhealthy-file="+filepath.Join(tmp, b.Role+"-unhealthy"))
 	}
-	hc := topo.Clients[0].HTTPClient(false, 2*time.Second)
-	for _, b := range append([]*Node{tn.b0}, topo.Backends...) {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			a, err := getWhoami(context.Background(), hc, fmt.Sprintf("http://%s:8080/", b.IP))
-			if err == nil && a.Host == b.Role {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("whoami on %s not answering directly: %v %+v", b.Role, err, a)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	waitWhoami(t, topo.Clients[0], append([]*Node{tn.b0}, topo.Backends...))
 	return tn
 }
 
