@@ -140,6 +140,16 @@ func newConntrackLab(t *testing.T) *lab {
 	return l
 }
 
+// newTwoPortLab is newConntrackLab with two SNAT ports, so that two flows
+// take them all.
+func newTwoPortLab(t *testing.T) *lab {
+	l := newConntrackLab(t)
+	c := defaultConfig()
+	c.SNATPortMin, c.SNATPortMax = 30000, 30001
+	l.setConfig(c)
+	return l
+}
+
 func tcpClient(l *lab, ip netip.Addr, mac net.HardwareAddr, port uint16) client {
 	return client{l: l, ip: ip, mac: mac, port: port, proto: layers.IPProtocolTCP}
 }
@@ -341,10 +351,7 @@ func TestConntrackExpiryBothDirections(t *testing.T) {
 // flow takes the port of a flow that never got established and whose
 // client has been silent for a while (a SYN flood's), never a live one's.
 func TestConntrackTakesNeverEstablishedPorts(t *testing.T) {
-	l := newConntrackLab(t)
-	c := defaultConfig()
-	c.SNATPortMin, c.SNATPortMax = 30000, 30001
-	l.setConfig(c)
+	l := newTwoPortLab(t)
 	est := tcpClient(l, client1, cMAC1, 44000)
 	half := tcpClient(l, client2, cMAC2, 44000)
 	spEst := est.handshake(abi.ReasonFwdNewFlow)
@@ -374,10 +381,7 @@ func TestConntrackTakesNeverEstablishedPorts(t *testing.T) {
 // TIME_WAIT), never one the backend may still hold in TIME_WAIT, nor a
 // live flow's: it is refused instead.
 func TestConntrackStalePorts(t *testing.T) {
-	l := newConntrackLab(t)
-	c := defaultConfig()
-	c.SNATPortMin, c.SNATPortMax = 30000, 30001
-	l.setConfig(c)
+	l := newTwoPortLab(t)
 	tw := tcpClient(l, client1, cMAC1, 44000)
 	rst := tcpClient(l, client2, cMAC2, 44000)
 	spTW := tw.handshake(abi.ReasonFwdNewFlow)
@@ -407,10 +411,7 @@ func TestConntrackStalePorts(t *testing.T) {
 // went past one exchange and has been silent for a second (a finished
 // one-shot query) gives up its port; a UDP stream does not.
 func TestConntrackOneShotUDPGivesWay(t *testing.T) {
-	l := newConntrackLab(t)
-	c := defaultConfig()
-	c.SNATPortMin, c.SNATPortMax = 30000, 30001
-	l.setConfig(c)
+	l := newTwoPortLab(t)
 	udp := func(ip netip.Addr, mac net.HardwareAddr) client {
 		return client{l: l, ip: ip, mac: mac, port: 44000, proto: layers.IPProtocolUDP}
 	}

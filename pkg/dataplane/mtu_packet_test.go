@@ -209,24 +209,8 @@ func TestPacketICMPErrorToBackend(t *testing.T) {
 	for _, quoteLen := range []int{len(sent) - ethLen, 20 + 8} {
 		in := icmpError(t, cMAC1, router, vip, 3, 4, 1300, sent[ethLen:ethLen+quoteLen])
 		out := l.runExpect(in, XDPTx, abi.ReasonICMPErrorToBackend)
-		d := decode(t, out)
-		if !bytes.Equal(d.eth.DstMAC, b.mac) || !bytes.Equal(d.eth.SrcMAC, lbMAC) {
-			t.Errorf("MACs %v -> %v, want %v -> %v", d.eth.SrcMAC, d.eth.DstMAC, lbMAC, b.mac)
-		}
-		if !net.IP(vip.AsSlice()).Equal(d.ip.SrcIP) || !net.IP(b.ip.AsSlice()).Equal(d.ip.DstIP) {
-			t.Errorf("addresses %v -> %v, want the SNAT address %v -> backend %v", d.ip.SrcIP, d.ip.DstIP, vip, b.ip)
-		}
-		if !ipv4CsumOK(out) {
-			t.Error("bad outer IPv4 checksum")
-		}
-		icmp := out[ethLen+len(ipHdr(out)):]
-		if fold(sum16(icmp)) != 0xffff {
-			t.Errorf("bad ICMP checksum %#04x", binary.BigEndian.Uint16(icmp[2:]))
-		}
-		inICMP := in[ethLen+len(ipHdr(in)):]
-		if !bytes.Equal(icmp[:2], inICMP[:2]) || !bytes.Equal(icmp[4:8], inICMP[4:8]) {
-			t.Errorf("ICMP type/code/MTU changed: %x -> %x", inICMP[:8], icmp[:8])
-		}
+		// From the SNAT address (the VIP on this interface) to the backend.
+		icmp := checkICMPOuter(t, in, out, lbMAC, b.mac, vip, b.ip)
 		// The quote is the backend's own packet, byte for byte, checksums
 		// included.
 		if quote, want := icmp[8:], rf[ethLen:ethLen+quoteLen]; !bytes.Equal(quote, want) {

@@ -404,12 +404,27 @@ func TestPacketPartialChecksumGeneric(t *testing.T) {
 func (l *lab) checkICMPToClient(in, out []byte, client netip.Addr, cmac net.HardwareAddr, wantQuote []byte) {
 	t := l.t
 	t.Helper()
-	d := decode(t, out)
-	if !bytes.Equal(d.eth.DstMAC, cmac) || !bytes.Equal(d.eth.SrcMAC, lbMAC) {
-		t.Errorf("ICMP MACs %v -> %v, want %v -> %v", d.eth.SrcMAC, d.eth.DstMAC, lbMAC, cmac)
+	icmp := checkICMPOuter(t, in, out, lbMAC, cmac, vip, client)
+	quote := icmp[8:]
+	if fold(sum16(quote[:int(quote[0]&0x0f)*4])) != 0xffff {
+		t.Error("bad quoted IPv4 checksum")
 	}
-	if !net.IP(vip.AsSlice()).Equal(d.ip.SrcIP) || !net.IP(client.AsSlice()).Equal(d.ip.DstIP) {
-		t.Errorf("ICMP addresses %v -> %v, want %v -> %v", d.ip.SrcIP, d.ip.DstIP, vip, client)
+	if !bytes.Equal(quote, wantQuote) {
+		t.Errorf("quote is not the client's packet:\n got %x\nwant %x", quote, wantQuote)
+	}
+}
+
+// checkICMPOuter checks what a translated ICMP error carries outside its
+// quote: MACs and addresses as given, both checksums, and type, code and
+// MTU as they came in. Returns the ICMP message.
+func checkICMPOuter(t testing.TB, in, out []byte, smac, dmac net.HardwareAddr, src, dst netip.Addr) []byte {
+	t.Helper()
+	d := decode(t, out)
+	if !bytes.Equal(d.eth.DstMAC, dmac) || !bytes.Equal(d.eth.SrcMAC, smac) {
+		t.Errorf("ICMP MACs %v -> %v, want %v -> %v", d.eth.SrcMAC, d.eth.DstMAC, smac, dmac)
+	}
+	if !net.IP(src.AsSlice()).Equal(d.ip.SrcIP) || !net.IP(dst.AsSlice()).Equal(d.ip.DstIP) {
+		t.Errorf("ICMP addresses %v -> %v, want %v -> %v", d.ip.SrcIP, d.ip.DstIP, src, dst)
 	}
 	if !ipv4CsumOK(out) {
 		t.Error("bad outer IPv4 checksum")
@@ -422,13 +437,7 @@ func (l *lab) checkICMPToClient(in, out []byte, client netip.Addr, cmac net.Hard
 	if !bytes.Equal(icmp[:2], inICMP[:2]) || !bytes.Equal(icmp[4:8], inICMP[4:8]) {
 		t.Errorf("ICMP type/code/MTU changed: %x -> %x", inICMP[:8], icmp[:8])
 	}
-	quote := icmp[8:]
-	if fold(sum16(quote[:int(quote[0]&0x0f)*4])) != 0xffff {
-		t.Error("bad quoted IPv4 checksum")
-	}
-	if !bytes.Equal(quote, wantQuote) {
-		t.Errorf("quote is not the client's packet:\n got %x\nwant %x", quote, wantQuote)
-	}
+	return icmp
 }
 
 func TestPacketReasonTotals(t *testing.T) {
