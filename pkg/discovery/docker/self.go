@@ -24,7 +24,9 @@ var ErrNotInContainer = errors.New("not running in a Docker container")
 // Docker bind-mounts these three files from its per-container directory
 // (<data-root>/containers/<id>/), whatever the cgroup version or driver, so
 // mountinfo names our container even with a private cgroup namespace, where
-// /proc/self/cgroup only says "0::/".
+// /proc/self/cgroup only says "0::/". A container that joined another's
+// network namespace gets that container's files, so mountinfo names the
+// namespace's holder: the container inspectSelf is after anyway.
 var (
 	dockerBindTargets = map[string]bool{"/etc/hostname": true, "/etc/hosts": true, "/etc/resolv.conf": true}
 	mountinfoIDRe     = regexp.MustCompile(`/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf)$`)
@@ -98,10 +100,37 @@ func SelfCandidates() []SelfCandidate {
 	return out
 }
 
-// inspectSelf finds and inspects our own container. The ID is looked up
-// once and cached; the inspection is fresh every time because our networks
-// change when someone runs `docker network connect/disconnect` on us.
+// inspectSelf finds and inspects the container whose network namespace we
+// run in: our own, or the one we joined with `network_mode:
+// container:X` (Compose's `service:X`), whose interfaces, addresses and
+// name are ours to serve on. Joining a namespace holder keeps the
+// interfaces, and the program attached to them, across a restart of the
+// balancer's own container (README, "Restarts keep flows").
+//
+// The ID is looked up once and cached; the inspection is fresh every time
+// because our networks change when someone runs `docker network
+// connect/disconnect` on us.
 func (w *Watcher) inspectSelf(ctx context.Context) (container.InspectResponse, error) {
+	ins, err := w.inspectOwn(ctx)
+	if err != nil || ins.HostConfig == nil || !ins.HostConfig.NetworkMode.IsContainer() {
+		return ins, err
+	}
+	owner := ins.HostConfig.NetworkMode.ConnectedContainer()
+	holder, err := w.cli.ContainerInspect(ctx, owner)
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return holder, fmt.Errorf("container %s, whose network namespace we share (network_mode container:%s), no longer exists: %w", abbrevID(owner), owner, err)
+		}
+		return holder, w.wrapErr("inspecting "+abbrevID(owner)+", whose network namespace we share", err)
+	}
+	w.setSelfID(holder.ID)
+	return holder, nil
+}
+
+// inspectOwn finds and inspects the container this process runs in (or
+// the one named by SelfID, or, once inspectSelf has followed a network
+// mode, the namespace's holder).
+func (w *Watcher) inspectOwn(ctx context.Context) (container.InspectResponse, error) {
 	w.selfMu.Lock()
 	id := w.selfID
 	w.selfMu.Unlock()

@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"strings"
@@ -107,5 +108,45 @@ func TestSelfFromInspect(t *testing.T) {
 		if w.MAC != nil && g.MAC.String() != w.MAC.String() {
 			t.Errorf("network %d: MAC %s, want %s", i, g.MAC, w.MAC)
 		}
+	}
+}
+
+// A balancer in another container's network namespace (Compose's
+// network_mode: service:X) serves on that container's networks, under
+// that container's name, and keeps following it.
+func TestSelfFollowsNetworkNamespaceHolder(t *testing.T) {
+	f := newFakeEngine()
+	f.add(fakeContainer("holder", "proj-lbnet-1", nil, "10.0.0.9"))
+	f.update("lb", func(ins *container.InspectResponse) {
+		ins.HostConfig = &container.HostConfig{NetworkMode: "container:holder"}
+		ins.NetworkSettings.Networks = nil // Docker gives a joiner no endpoints
+	})
+	w, err := NewWatcher(WatcherOptions{Engine: f, SelfID: "lb", OnState: func(Update) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second time from the cached ID
+		self, err := w.Self(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if self.ContainerID != "holder" || self.Name != "proj-lbnet-1" {
+			t.Errorf("self is %s (%s), want the namespace's holder", self.ContainerID, self.Name)
+		}
+		if len(self.Networks) != 1 || self.Networks[0].IP != netip.MustParseAddr("10.0.0.9") {
+			t.Errorf("networks %+v, want the holder's 10.0.0.9", self.Networks)
+		}
+	}
+	if !w.known("holder") {
+		t.Error("the holder's events (network connect/disconnect) are not ours")
+	}
+
+	f.mu.Lock()
+	delete(f.containers, "holder")
+	f.mu.Unlock()
+	w2, _ := NewWatcher(WatcherOptions{Engine: f, SelfID: "lb", OnState: func(Update) {}})
+	_, err = w2.Self(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "whose network namespace we share") {
+		t.Errorf("a vanished holder: error %v, want one naming the shared namespace", err)
 	}
 }
