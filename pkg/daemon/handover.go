@@ -67,7 +67,13 @@ func (d *Daemon) stateDir(ctx context.Context, src source, ifaces []netif.Interf
 			d.log.WithError(err).WithField("path", root).Warn("state not pinned: no BPF filesystem there and mounting one failed; flows will not survive a restart")
 			return "", nil
 		}
-		d.log.WithField("path", root).Info("mounted a BPF filesystem for pinned state")
+		if _, inDocker := src.(*dockerSource); inDocker {
+			// Our mount lives and dies with this container's mount
+			// namespace: the next container cannot find the pins.
+			d.log.WithField("path", root).Warn("mounted a BPF filesystem for pinned state inside this container: it survives a restart of xdplb, not of the container; bind a host's BPF filesystem there (on the host: mount -t bpf bpf /sys/fs/bpf)")
+		} else {
+			d.log.WithField("path", root).Info("mounted a BPF filesystem for pinned state")
+		}
 	}
 	if err := os.MkdirAll(StateBase, 0o700); err != nil {
 		d.log.WithError(err).Warn("state not pinned: cannot create " + StateBase)
