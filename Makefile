@@ -102,11 +102,15 @@ image: build
 
 demo: deps
 	bash scripts/docker-engine.sh
+	bash scripts/host-bpffs.sh
 	$(MAKE) --no-print-directory image
 	bash scripts/demo.sh
 
+# down leaves the balancer's pinned state (a later balancer's start sweeps
+# it); this removes it at once, and with it the program it kept loaded.
 demo-down:
 	docker compose down --remove-orphans
+	rm -rf /sys/fs/bpf/xdplb/docker-xdplb-*
 
 clean:
 	rm -rf bin pkg/bpfobj/*.o

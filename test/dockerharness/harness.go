@@ -22,6 +22,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
+	"golang.org/x/sys/unix"
 )
 
 // NamePrefix starts the name of everything a test creates, so leftovers of
@@ -278,9 +279,15 @@ ENTRYPOINT ["/xdplb"]
 // (":ro" keeps the socket file from being replaced; it does not limit the
 // API, which is why the watcher is careful to only read.)
 func (h *H) XdplbRunArgs() []string {
+	return append(h.XdplbJoinArgs(), "--sysctl", "net.ipv4.ip_local_port_range=61000 65535")
+}
+
+// XdplbJoinArgs is XdplbRunArgs for a balancer that joins another
+// container's network namespace (--network container:X): the namespace's
+// sysctls are that container's to set, and Docker refuses them here.
+func (h *H) XdplbJoinArgs() []string {
 	sock := strings.TrimPrefix(h.Client.DaemonHost(), "unix://")
-	return []string{"--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--sysctl", "net.ipv4.ip_local_port_range=61000 65535",
-		"-v", sock + ":/var/run/docker.sock:ro"}
+	return []string{"--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "-v", sock + ":/var/run/docker.sock:ro"}
 }
 
 // Exec runs a command in a running container and returns its output.
@@ -310,5 +317,38 @@ func RequireEngineRestart(t testing.TB) {
 	t.Helper()
 	if os.Getenv(EngineRestartEnv) != "1" {
 		t.Skipf("restarts the shared dockerd, stopping every container on it: set %s=1 to run", EngineRestartEnv)
+	}
+}
+
+// HostBPFFS makes sure the host has a BPF filesystem at /sys/fs/bpf, as
+// scripts/host-bpffs.sh does for `make demo`: the compose files bind it
+// into the balancer, whose pinned state must outlive its container. It
+// stays mounted (a host with systemd has it anyway).
+func HostBPFFS(t testing.TB) {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/bpf", &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		return
+	}
+	if err := unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, ""); err != nil {
+		t.Fatalf("mounting a BPF filesystem at /sys/fs/bpf on the host: %v", err)
+	}
+}
+
+// StateBase is where a balancer pins its state by default (the daemon's
+// StateBase); the compose files bind the host's.
+const StateBase = "/sys/fs/bpf/xdplb"
+
+// RemovePinnedState removes the pinned state of a Compose project's
+// balancers, as `make demo-down` does: `docker compose down` leaves it for
+// the next balancer's start to sweep, and with it their programs stay
+// loaded.
+func RemovePinnedState(t testing.TB, project string) {
+	t.Helper()
+	dirs, _ := filepath.Glob(filepath.Join(StateBase, "docker-"+strings.ReplaceAll(project, ".", "_")+"-*"))
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			t.Errorf("removing pinned state %s: %v", d, err)
+		}
 	}
 }

@@ -239,6 +239,7 @@ func (p *project) teardown(progs map[string]int) {
 	p.t.Helper()
 	p.finalLBLog = p.lbLog()
 	p.mustCompose("down", "-v", "--remove-orphans", "-t", "5")
+	dockerharness.RemovePinnedState(p.t, p.name)
 	if left := p.leftovers(); len(left) > 0 {
 		p.t.Errorf("after docker compose down: still present: %v", left)
 	}

@@ -14,8 +14,11 @@
 package e2e_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -80,6 +83,7 @@ func names(rs []replica) []string {
 func TestComposeDemo(t *testing.T) {
 	h := dockerharness.New(t)
 	root := dockerharness.ModuleRoot(t)
+	dockerharness.HostBPFFS(t) // the compose file binds it for pinned state
 	ensureImages(t, root)
 	port := freePort(t)
 	files := []string{filepath.Join(root, "docker-compose.yml")}
@@ -103,7 +107,9 @@ func TestComposeDemo(t *testing.T) {
 	if len(progs) != 1 {
 		t.Errorf("balancer: want xdplb_main attached to one interface, have %v", progs)
 	}
-	lbIP := p.networkIP(lb, "default")
+	// The balancer runs in the network namespace of lbnet (`xdplb hold`),
+	// which owns the address.
+	lbIP := p.networkIP(p.one("lbnet"), "default")
 
 	// 2. Through the published port from here, and from a container on the
 	// project's network; a new connection per request.
@@ -130,6 +136,10 @@ func TestComposeDemo(t *testing.T) {
 		t.Errorf("client container: %d of 200 requests failed", failed)
 	}
 	requireEveryReplica(t, "client container", inNet, webs)
+
+	// 2b. `docker restart` of the balancer: a TCP session to the echo port
+	// held across it, and new connections at once.
+	restartKeepsFlows(t, p, lb, lbIP, url)
 
 	// 3. Scale to 5 and back to 2 under continuous load from both sides.
 	stop := make(chan struct{})
@@ -228,6 +238,60 @@ func TestComposeDemo(t *testing.T) {
 
 	// 6. Down, and nothing left behind.
 	p.teardown(progs)
+}
+
+// restartKeepsFlows is issue 10's story on the demo: a session to the echo
+// port (9000/tcp) through the balancer, open across `docker restart` of the
+// balancer's container, echoes on from the same replica; new connections
+// work within 2 s of the restart returning, none failing; and the new
+// process adopted the pinned state.
+func restartKeepsFlows(t *testing.T, p *project, lb replica, lbIP, url string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp4", lbIP+":9000", 3*time.Second)
+	if err != nil {
+		t.Fatalf("echo port: %v", err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	greeting, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatalf("echo port greeting: %v", err)
+	}
+	echo := func(line string) error {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, line+"\n"); err != nil {
+			return err
+		}
+		got, err := br.ReadString('\n')
+		if err == nil && got != line+"\n" {
+			err = fmt.Errorf("echoed %q, want %q", got, line)
+		}
+		return err
+	}
+	if err := echo("before the restart"); err != nil {
+		t.Fatalf("held echo session: %v", err)
+	}
+	t0 := time.Now()
+	p.h.Docker("restart", "-t", "10", lb.ID)
+	up := time.Now()
+	fresh := newTally()
+	hostRequests(url, 20, 1, fresh)
+	answered := time.Since(up)
+	if _, failed := fresh.counts(); failed > 0 {
+		t.Errorf("new connections right after docker restart: %d of 20 failed", failed)
+	}
+	if answered > 2*time.Second {
+		t.Errorf("20 new connections took %s after docker restart returned, want under 2s", answered)
+	}
+	if err := echo("after the restart"); err != nil {
+		t.Errorf("echo session held across docker restart (greeted by %s): %v", strings.TrimSpace(greeting), err)
+	}
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(p.lbLog(), "adopted pinned state") }) {
+		t.Errorf("the restarted balancer did not adopt the pinned state")
+	}
+	t.Logf("docker restart of the balancer: %s; the held echo session went on; 20 new connections answered %s after it returned",
+		up.Sub(t0).Round(time.Millisecond), answered.Round(time.Millisecond))
 }
 
 // checkTransitions: every replica that existed was added once (and became
