@@ -21,8 +21,8 @@ all: build
 
 help:
 	@echo "deps     install build and test dependencies (Debian bookworm, root)"
-	@echo "build    bin/xdplb (static, BPF object embedded) and bin/whoami (static demo backend)"
-	@echo "image    xdplb:latest and whoami:latest (FROM scratch) from the bin/ binaries, offline"
+	@echo "build    bin/xdplb (static, BPF object embedded), bin/whoami (static demo backend), bin/xdplb-hold"
+	@echo "image    xdplb:latest, whoami:latest and xdplb-hold:1 (FROM scratch) from the bin/ binaries, offline"
 	@echo "demo     deps, engine, images, then the compose demo (docker compose up -d) and its client"
 	@echo "demo-down  stop and remove the demo"
 	@echo "test     every test: unit, BPF packet tests, namespaces, Docker (root)"
@@ -51,7 +51,7 @@ pkg/bpfobj/trivial.bpf.o: bpf/testdata/trivial.bpf.c vmlinux/vmlinux.h
 
 bpf: $(BPF_OBJ) pkg/bpfobj/trivial.bpf.o
 
-build: bin/xdplb bin/whoami
+build: bin/xdplb bin/whoami bin/xdplb-hold
 
 # FORCE: go's own build cache decides what is stale, make cannot see Go imports.
 bin/xdplb: bpf FORCE
@@ -60,6 +60,10 @@ bin/xdplb: bpf FORCE
 # Pure Go, no cgo: runs in a FROM scratch image and needs no BPF toolchain.
 bin/whoami: FORCE
 	CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $@ ./cmd/whoami
+
+# The holder of the balancer's network namespace (docker-compose.yml, lbnet).
+bin/xdplb-hold: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $@ ./cmd/xdplb-hold
 
 FORCE:
 
@@ -90,6 +94,12 @@ lint: bpf
 	$(GO) vet ./...
 	@out=$$(gofmt -l cmd pkg test 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# The namespace holder's image is built once per version and never again:
+# Compose recreates the holder, and every flow with it, when its image
+# changes, so an upgrade of xdplb must leave it as it is. Bump the version
+# (here and in docker-compose.yml) with any change to cmd/xdplb-hold.
+HOLD_IMAGE := xdplb-hold:1
+
 # There is no registry here: the Dockerfile's prebuilt stage copies bin/*
 # into FROM scratch images, so nothing is pulled. BuildKit (the buildx plugin,
 # installed by `make deps`) skips the golang stage that BUILD=source would use.
@@ -98,7 +108,9 @@ image: build
 	bash scripts/docker-engine.sh
 	docker build --build-arg BUILD=prebuilt --build-arg VERSION=$(VERSION) --target xdplb -t xdplb:latest .
 	docker build --build-arg BUILD=prebuilt --build-arg VERSION=$(VERSION) --target whoami -t whoami:latest .
-	@docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^(xdplb|whoami):latest '
+	docker image inspect $(HOLD_IMAGE) >/dev/null 2>&1 || \
+		docker build --build-arg BUILD=prebuilt --target hold -t $(HOLD_IMAGE) .
+	@docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^(xdplb|whoami):latest |^$(HOLD_IMAGE) '
 
 demo: deps
 	bash scripts/docker-engine.sh

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for img in xdplb:latest whoami:latest; do
+for img in xdplb:latest whoami:latest xdplb-hold:1; do
 	docker image inspect "$img" >/dev/null 2>&1 || { echo "demo: image $img is missing; run 'make image'" >&2; exit 1; }
 done
 

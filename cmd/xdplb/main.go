@@ -3,7 +3,6 @@
 //	xdplb run [flags]   balance traffic (see `xdplb run --help`)
 //	xdplb health        exit 0 when the local daemon is attached and synced
 //	xdplb status        what the local daemon is doing (see status.go)
-//	xdplb hold          hold a network namespace for the balancer (see hold.go)
 //	xdplb version
 package main
 
@@ -34,7 +33,7 @@ func main() {
 
 func realMain(args []string, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: xdplb run|health|status|hold|version [flags]")
+		fmt.Fprintln(stderr, "usage: xdplb run|health|status|version [flags]")
 		return 2
 	}
 	switch args[0] {
@@ -44,16 +43,14 @@ func realMain(args []string, stderr io.Writer) int {
 		return cmdHealth(args[1:], stderr)
 	case "status":
 		return cmdStatus(args[1:], os.Stdout, stderr)
-	case "hold":
-		return cmdHold(args[1:], stderr)
 	case "version", "--version":
 		fmt.Println("xdplb", version.Version)
 		return 0
 	case "help", "-h", "--help":
-		fmt.Fprintln(stderr, "usage: xdplb run|health|status|hold|version [flags]; `xdplb run --help` lists the flags")
+		fmt.Fprintln(stderr, "usage: xdplb run|health|status|version [flags]; `xdplb run --help` lists the flags")
 		return 0
 	}
-	fmt.Fprintf(stderr, "xdplb: unknown command %q (want run, health, status, hold or version)\n", args[0])
+	fmt.Fprintf(stderr, "xdplb: unknown command %q (want run, health, status or version)\n", args[0])
 	return 2
 }
 

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,7 +27,6 @@ func TestBadInputExitsTwoNamingTheCulprit(t *testing.T) {
 		{"static without interface", []string{"run", "--discovery=static", "--service=web=80/tcp"}, "--interface"},
 		{"bad discovery", []string{"run", "--discovery=consul", "--interface=lo"}, `"consul"`},
 		{"stray argument", []string{"run", "extra"}, `"extra"`},
-		{"hold with an argument", []string{"hold", "forever"}, `"forever"`},
 		{"bad max services", []string{"run", "--discovery=static", "--interface=lo", "--service=web=80/tcp", "--max-services=0"}, "--max-services"},
 		{"bad max backends", []string{"run", "--discovery=static", "--interface=lo", "--service=web=80/tcp", "--max-backends=-5"}, "--max-backends"},
 		{"bad scope", []string{"run", "--scope=galaxy"}, `"galaxy"`},
@@ -125,41 +120,5 @@ func TestRunFlagsConfig(t *testing.T) {
 	_, _, err = parseRun([]string{"--interface=lo", "--service=web=80/tcp"}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "--interface=lo") {
 		t.Errorf("--service did not select static mode: %v", err)
-	}
-}
-
-// `xdplb hold` is a container's only process: it must end at SIGTERM (as
-// `docker stop` sends), promptly and with status 0, not wait for SIGKILL.
-func TestHoldEndsOnSIGTERM(t *testing.T) {
-	if os.Getenv("XDPLB_TEST_HOLD") == "1" {
-		os.Exit(realMain([]string{"hold"}, os.Stderr))
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHoldEndsOnSIGTERM$")
-	cmd.Env = append(os.Environ(), "XDPLB_TEST_HOLD=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// The line comes after the handler is in place; a SIGTERM before it
-	// would kill the process by default, a failure that proves nothing.
-	if line, err := bufio.NewReader(out).ReadString('\n'); !strings.Contains(line, "until SIGTERM") {
-		t.Fatalf("xdplb hold said %q (%v)", line, err)
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("xdplb hold after SIGTERM: %v, want exit status 0", err)
-		}
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatal("xdplb hold still running 5 s after SIGTERM")
 	}
 }

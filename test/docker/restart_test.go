@@ -19,7 +19,7 @@ import (
 )
 
 // `docker restart` of the balancer as docker-compose.yml runs it: in the
-// network namespace of a holder container (`xdplb hold`), so that the
+// network namespace of a holder container (`xdplb-hold`), so that the
 // interface, the program attached to it and the pinned maps (in a BPF
 // filesystem bound into the container at /sys/fs/bpf) all stay, and only
 // the process is replaced. A held connection and a download in flight
@@ -31,7 +31,7 @@ import (
 func (e *env) startHeldLB(bpffs string) {
 	e.t.Helper()
 	holder := e.h.Name("lbnet")
-	e.h.Run("lbnet", e.args("--network", e.net, "--sysctl", "net.ipv4.ip_local_port_range=61000 65535", e.xdplb, "hold")...)
+	e.h.Run("lbnet", e.args("--network", e.net, "--sysctl", "net.ipv4.ip_local_port_range=61000 65535", e.h.HoldImage())...)
 	args := e.args(append(e.h.XdplbJoinArgs(), "-v", bpffs+":/sys/fs/bpf", "--network", "container:"+holder, e.xdplb, "run", "--discovery=docker")...)
 	e.lb = e.h.Name("lb")
 	e.h.Run("lb", args...)

@@ -182,6 +182,18 @@ CMD ["serve"]
 	return h.Image("whoami", dockerfile, map[string]string{"whoami": bin})
 }
 
+// HoldImage builds cmd/xdplb-hold into a FROM scratch image like the
+// Dockerfile's hold stage: the holder of a balancer's network namespace.
+func (h *H) HoldImage() string {
+	h.T.Helper()
+	bin := GoBuildStatic(h.T, "./cmd/xdplb-hold", h.T.TempDir())
+	const dockerfile = `FROM scratch
+COPY xdplb-hold /xdplb-hold
+ENTRYPOINT ["/xdplb-hold"]
+`
+	return h.Image("xdplb-hold", dockerfile, map[string]string{"xdplb-hold": bin})
+}
+
 // BusyboxImage is a FROM scratch image with the static busybox as
 // /bin/busybox, running `sleep` forever by default.
 func (h *H) BusyboxImage() string {

@@ -64,7 +64,7 @@ var (
 	imagesErr  error
 )
 
-// ensureImages builds xdplb:latest and whoami:latest from this tree with
+// ensureImages builds xdplb:latest, whoami:latest and xdplb-hold:1 from this tree with
 // `make image` (host-built binaries, no registry; a few seconds when warm),
 // once per test binary. XDPLB_E2E_BUILD=0 uses the images as they are, for
 // a caller that has just built them.
@@ -77,7 +77,7 @@ func ensureImages(t *testing.T, root string) {
 				return
 			}
 		}
-		for _, img := range []string{"xdplb:latest", "whoami:latest"} {
+		for _, img := range []string{"xdplb:latest", "whoami:latest", "xdplb-hold:1"} {
 			if _, err := run(context.Background(), root, nil, "docker", "image", "inspect", img); err != nil {
 				imagesErr = fmt.Errorf("image %s missing (run `make image`): %w", img, err)
 				return
@@ -128,10 +128,7 @@ func newProject(t *testing.T, h *dockerharness.H, root string, env []string, fil
 }
 
 func (p *project) compose(args ...string) (string, error) {
-	full := []string{"compose", "-p", p.name}
-	for _, f := range p.files {
-		full = append(full, "-f", f)
-	}
+	full := append([]string{"compose", "-p", p.name}, composeFiles(p)...)
 	return run(context.Background(), p.root, p.env, "docker", append(full, args...)...)
 }
 

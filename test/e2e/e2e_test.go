@@ -236,8 +236,98 @@ func TestComposeDemo(t *testing.T) {
 		logTimeline(t, p, hostLd, scaleDown)
 	}
 
+	// 5. An upgrade: `up -d` with another balancer image recreates `lb`
+	// alone, and a session held across it goes on.
+	upgradeKeepsFlows(t, p, lbIP, url)
+
 	// 6. Down, and nothing left behind.
 	p.teardown(progs)
+}
+
+// upgradeKeepsFlows runs `docker compose up -d` with a new balancer image
+// (xdplb:latest with one more label, as a rebuild would give): Compose must
+// recreate `lb` and leave `lbnet`, the namespace, as it is; a session to the
+// echo port held across it goes on, and new connections are answered.
+func upgradeKeepsFlows(t *testing.T, p *project, lbIP, url string) {
+	t.Helper()
+	img := p.name + "-upgrade:test"
+	if out, err := run(context.Background(), "", nil, "sh", "-c",
+		"printf 'FROM xdplb:latest\nLABEL xdplb.test.upgrade=1\n' | docker build -q -t "+img+" -"); err != nil {
+		t.Fatalf("building %s: %v\n%s", img, err, out)
+	}
+	t.Cleanup(func() { _, _ = run(context.Background(), "", nil, "docker", "rmi", "-f", img) })
+	holder, lb := p.one("lbnet"), p.one("lb")
+	s := holdEcho(t, lbIP)
+	defer s.Close()
+	up := append([]string{"compose", "-p", p.name}, composeFiles(p)...)
+	up = append(up, "up", "-d", "--wait", "--wait-timeout", "90", "--no-build", "--pull", "never")
+	if out, err := run(context.Background(), p.root, append(append([]string{}, p.env...), "XDPLB_IMAGE="+img), "docker", up...); err != nil {
+		t.Fatalf("up -d with a new balancer image: %v\n%s", err, out)
+	}
+	if now := p.one("lbnet"); now.ID != holder.ID {
+		t.Errorf("up -d with a new balancer image recreated the namespace's holder lbnet (%s -> %s): every flow ends with it", holder.ShortID(), now.ShortID())
+	}
+	if now := p.one("lb"); now.ID == lb.ID {
+		t.Errorf("up -d with a new balancer image did not recreate lb")
+	}
+	fresh := newTally()
+	hostRequests(url, 20, 1, fresh)
+	if _, failed := fresh.counts(); failed > 0 {
+		t.Errorf("new connections after the upgrade: %d of 20 failed", failed)
+	}
+	if err := s.echo("after the upgrade"); err != nil {
+		t.Errorf("echo session held across up -d with a new image: %v", err)
+	}
+	// lbLog is the new container's alone.
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(p.lbLog(), "adopted pinned state") }) {
+		t.Errorf("the upgraded balancer did not adopt the pinned state")
+	}
+	t.Logf("up -d with a new balancer image: lb recreated, lbnet kept, the held echo session went on, 20 new connections answered")
+}
+
+func composeFiles(p *project) []string {
+	var out []string
+	for _, f := range p.files {
+		out = append(out, "-f", f)
+	}
+	return out
+}
+
+// echoSession is a TCP session to the echo port (9000/tcp) through the
+// balancer: whoami greets with its name, then echoes lines.
+type echoSession struct {
+	net.Conn
+	br       *bufio.Reader
+	greeting string
+}
+
+func holdEcho(t *testing.T, lbIP string) *echoSession {
+	t.Helper()
+	c, err := net.DialTimeout("tcp4", lbIP+":9000", 3*time.Second)
+	if err != nil {
+		t.Fatalf("echo port: %v", err)
+	}
+	s := &echoSession{Conn: c, br: bufio.NewReader(c)}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if s.greeting, err = s.br.ReadString('\n'); err != nil {
+		t.Fatalf("echo port greeting: %v", err)
+	}
+	if err := s.echo("first"); err != nil {
+		t.Fatalf("echo session: %v", err)
+	}
+	return s
+}
+
+func (s *echoSession) echo(line string) error {
+	_ = s.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(s, line+"\n"); err != nil {
+		return err
+	}
+	got, err := s.br.ReadString('\n')
+	if err == nil && got != line+"\n" {
+		err = fmt.Errorf("echoed %q, want %q (greeted by %s)", got, line, strings.TrimSpace(s.greeting))
+	}
+	return err
 }
 
 // restartKeepsFlows is issue 10's story on the demo: a session to the echo
@@ -247,31 +337,8 @@ func TestComposeDemo(t *testing.T) {
 // process adopted the pinned state.
 func restartKeepsFlows(t *testing.T, p *project, lb replica, lbIP, url string) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp4", lbIP+":9000", 3*time.Second)
-	if err != nil {
-		t.Fatalf("echo port: %v", err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	greeting, err := br.ReadString('\n')
-	if err != nil {
-		t.Fatalf("echo port greeting: %v", err)
-	}
-	echo := func(line string) error {
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, line+"\n"); err != nil {
-			return err
-		}
-		got, err := br.ReadString('\n')
-		if err == nil && got != line+"\n" {
-			err = fmt.Errorf("echoed %q, want %q", got, line)
-		}
-		return err
-	}
-	if err := echo("before the restart"); err != nil {
-		t.Fatalf("held echo session: %v", err)
-	}
+	s := holdEcho(t, lbIP)
+	defer s.Close()
 	t0 := time.Now()
 	p.h.Docker("restart", "-t", "10", lb.ID)
 	up := time.Now()
@@ -284,8 +351,8 @@ func restartKeepsFlows(t *testing.T, p *project, lb replica, lbIP, url string) {
 	if answered > 2*time.Second {
 		t.Errorf("20 new connections took %s after docker restart returned, want under 2s", answered)
 	}
-	if err := echo("after the restart"); err != nil {
-		t.Errorf("echo session held across docker restart (greeted by %s): %v", strings.TrimSpace(greeting), err)
+	if err := s.echo("after the restart"); err != nil {
+		t.Errorf("echo session held across docker restart: %v", err)
 	}
 	if !waitFor(10*time.Second, func() bool { return strings.Contains(p.lbLog(), "adopted pinned state") }) {
 		t.Errorf("the restarted balancer did not adopt the pinned state")
