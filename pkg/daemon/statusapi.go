@@ -166,7 +166,7 @@ func (d *Daemon) snapshot() (status.Status, error) {
 }
 
 func counters(st abi.Stats) status.Counters {
-	return status.Counters{Packets: st.Packets, Bytes: st.Bytes, NewFlows: st.NewFlows}
+	return status.Counters{Packets: st.Packets(), Bytes: st.Bytes(), NewFlows: st.NewFlows}
 }
 
 // serveStatus answers StatusPath with the document, counters only: the
