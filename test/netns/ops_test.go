@@ -159,14 +159,25 @@ func TestOperatorView(t *testing.T) {
 		}
 		t.Logf("xdplb status:\n%s", out)
 		checkWidth(t, out)
-		for _, want := range []string{"web 80:8080/tcp on " + lbIP, "dns 53:9001/udp on " + lbIP, "rates over 1.", "REASONS", "SYNC", "cause reload", "PROBLEMS none"} {
+		for _, want := range []string{"web 80:8080/tcp on " + lbIP, "dns 53:9001/udp on " + lbIP, "rates over 1.", "TO BACKEND", "FROM BACKEND", "REASONS", "SYNC", "cause reload", "PROBLEMS none"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("status lacks %q", want)
 			}
 		}
+		web, _, _ := strings.Cut(out[strings.Index(out, "web 80:8080/tcp on "):], "\n\n")
+		if !regexp.MustCompile(`(?m)^service total +\d+ +\d+ +[1-9]\S* +[1-9]\S* +[1-9]\S* +[1-9]\S* +[1-9]\S* +\d+$`).MatchString(web) {
+			t.Errorf("web's service total row lacks new flows, packets and bytes per second in each direction")
+		}
 		for _, b := range l.topo.Backends {
-			if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(b.IP.String()) + ` +` + regexp.QuoteMeta(b.IP.String()) + ` +1 ready `).MatchString(out) {
+			// Static mode: the name is the address. Then flows, active,
+			// new/s, packets and bytes per second to the backend and from
+			// it, SNAT ports: traffic flows, so the backend gets some and
+			// answers some.
+			row := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(b.IP.String()) + ` +1 ready +\S+ +\S+ +\S+ +(\S+) +(\S+) +(\S+) +(\S+) +\S+$`).FindStringSubmatch(web)
+			if row == nil {
 				t.Errorf("status has no ready row for %s", b.IP)
+			} else if slices.Contains(row[1:], "0") {
+				t.Errorf("%s: packets and bytes per second to and from it are %v while traffic flows", b.IP, row[1:])
 			}
 			if !strings.Contains(out, "mac "+b.MAC.String()) {
 				t.Errorf("status lacks %s's MAC %s", b.IP, b.MAC)
@@ -194,8 +205,13 @@ func TestOperatorView(t *testing.T) {
 		if web.Listen != 80 || web.Target != 8080 || web.Proto != "tcp" || len(web.Backends) != 3 {
 			t.Errorf("web: %+v", web)
 		}
-		if web.Rates == nil || web.Rates.NewFlows <= 0 || web.Rates.Bytes <= 0 {
+		if r := web.Rates; r == nil || r.NewFlows <= 0 || r.Bytes <= 0 || r.ToBackend.Packets <= 0 || r.FromBackend.Packets <= 0 {
 			t.Errorf("web's rates while traffic flows: %+v", web.Rates)
+		}
+		// whoami's answer is longer than the GET that asked for it.
+		if c := web.Counters; c.FromBackend.Bytes <= c.ToBackend.Bytes || c.Packets != c.ToBackend.Packets+c.FromBackend.Packets ||
+			c.Bytes != c.ToBackend.Bytes+c.FromBackend.Bytes {
+			t.Errorf("web's counters by direction: %+v", c)
 		}
 		var ports int
 		for _, be := range web.Backends {
