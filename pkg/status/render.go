@@ -115,7 +115,7 @@ func Render(w io.Writer, s Status) error {
 		if len(total) > 9 {
 			total = num(float64(r.Packets))
 		}
-		fmt.Fprintf(&b, "%-20s %9s %6s", r.Reason, total, rate)
+		fmt.Fprintf(&b, "%-21s %9s %6s", r.Reason, total, rate)
 		if i%2 == 0 && i+1 < len(s.Reasons) {
 			b.WriteString("    ")
 		} else {

@@ -32,7 +32,8 @@ func sample(at time.Time, to, from Traffic, flows uint64, fwd uint64) Status {
 					State: StateStopping, Reason: "stopping"},
 			},
 		}},
-		Reasons:  []Reason{{Reason: "fwd", Kind: "fwd", Packets: fwd}, {Reason: "drop_no_snat_port", Kind: "drop", Packets: 7}},
+		Reasons: []Reason{{Reason: "fwd", Kind: "fwd", Packets: fwd}, {Reason: "drop_no_snat_port", Kind: "drop", Packets: 7},
+			{Reason: "icmp_error_to_backend", Kind: "fwd", Packets: 2}},
 		Sync:     Sync{At: at.Add(-3 * time.Second), Cause: "event", Why: "die xdplb-web-3, start xdplb-web-3, health_status: healthy xdplb-web-3 and a lot more words", OK: true, Count: 4},
 		Problems: []Problem{{Kind: "bad_label", Container: "x", Message: `container "x" (0123456789ab): label xdplb.weight="-1": want an integer from 0 to 65535, and this message is long enough to wrap`}},
 	}
@@ -97,6 +98,14 @@ func TestRenderFits80Columns(t *testing.T) {
 			"TO BACKEND", "FROM BACKEND"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("render lacks %q:\n%s", want, out)
+			}
+		}
+		// The longest reason name still leaves its counts in their columns.
+		_, reasons, _ := strings.Cut(out, "drops first)\n")
+		reasons, _, _ = strings.Cut(reasons, "\n\n")
+		for _, line := range strings.Split(reasons, "\n") {
+			if len(line) != 38 && len(line) != 80 {
+				t.Errorf("reasons line %q is %d columns, want 38 or 80", line, len(line))
 			}
 		}
 		if s.IntervalSeconds > 0 && !strings.Contains(out, "123M") {
