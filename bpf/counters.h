@@ -33,24 +33,36 @@ static __always_inline int verdict(__u32 reason, int action)
 	return action;
 }
 
-static __always_inline void stats_add(void *map, __u32 id, __u32 bytes, __u32 new_flow)
+/* Which way a counted packet travels, the two halves of struct stats. */
+enum flow_dir {
+	DIR_TO_BACKEND,   /* from the client's side: rewritten by ct_fwd */
+	DIR_FROM_BACKEND, /* from the backend's side: rewritten by ct_rev */
+};
+
+static __always_inline void stats_add(void *map, __u32 id, enum flow_dir dir, __u32 bytes,
+				      __u32 new_flow)
 {
 	struct stats *st = bpf_map_lookup_elem(map, &id);
 
 	if (!st)
 		return;
-	st->packets += 1;
-	st->bytes += bytes;
+	if (dir == DIR_TO_BACKEND) {
+		st->to_backend_packets += 1;
+		st->to_backend_bytes += bytes;
+	} else {
+		st->from_backend_packets += 1;
+		st->from_backend_bytes += bytes;
+	}
 	st->new_flows += new_flow;
 }
 
 /* Bytes are counted as the frame length the program saw (L2 included), the
  * figure interface counters report too. */
-static __always_inline void count_flow_packet(__u32 svc_id, __u32 backend_id, __u32 bytes,
-					      __u32 new_flow)
+static __always_inline void count_flow_packet(__u32 svc_id, __u32 backend_id, enum flow_dir dir,
+					      __u32 bytes, __u32 new_flow)
 {
-	stats_add(&svc_stats, svc_id, bytes, new_flow);
-	stats_add(&backend_stats, backend_id, bytes, new_flow);
+	stats_add(&svc_stats, svc_id, dir, bytes, new_flow);
+	stats_add(&backend_stats, backend_id, dir, bytes, new_flow);
 }
 
 #endif /* XDPLB_COUNTERS_H */

@@ -211,10 +211,20 @@ struct lb_config {
 	__u32 flags;         /* XDPLB_CFG_F_* */
 };
 
-/* Per-CPU counters for one service or one backend. */
+/*
+ * Per-CPU counters for one service or one backend. Each direction counts
+ * on its own: requests and replies differ in size by orders of magnitude
+ * (a GET and the page it fetches), and an operator tells a backend that
+ * stopped answering from one that gets no requests only by seeing both.
+ * The direction is the one the packet travels, so an ICMP error counts
+ * where it goes: one about a reply (from the client's side) to_backend,
+ * one about a request (from the backend's side) from_backend.
+ */
 struct stats {
-	__u64 packets;
-	__u64 bytes;
+	__u64 to_backend_packets;   /* client -> backend: requests, translated by ct_fwd */
+	__u64 to_backend_bytes;
+	__u64 from_backend_packets; /* backend -> client: replies, translated by ct_rev */
+	__u64 from_backend_bytes;
 	__u64 new_flows;
 };
 
@@ -248,7 +258,7 @@ enum xdplb_reason {
  * definition in maps.h, and pinned state of another version is refused
  * (and dropped) instead of being misread.
  */
-#define XDPLB_LAYOUT_VERSION 1
+#define XDPLB_LAYOUT_VERSION 2
 
 /* The single entry of the meta map: who wrote the pinned state. Its first
  * field stays the layout version in every future layout, so that any

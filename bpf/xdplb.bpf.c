@@ -73,7 +73,8 @@ static __always_inline int forward_to_backend(struct xdp_md *ctx, struct packet 
 	mss_clamp(ctx, pkt, csum, be->ifindex);
 	nat_l3l4(ctx, pkt, t->snat_ip, be->ip, t->snat_port, t->backend_port, csum,
 		 complete_partial(cfg));
-	count_flow_packet(t->svc_id, t->backend_id, pkt->len, reason == XDPLB_R_FWD_NEW_FLOW);
+	count_flow_packet(t->svc_id, t->backend_id, DIR_TO_BACKEND, pkt->len,
+			  reason == XDPLB_R_FWD_NEW_FLOW);
 	return egress(ctx, pkt->eth, be->ifindex, be->mac, be->lb_mac, reason);
 }
 
@@ -88,7 +89,7 @@ static __always_inline int reply_to_client(struct xdp_md *ctx, struct packet *pk
 	mss_clamp(ctx, pkt, csum, rev->client_ifindex);
 	nat_l3l4(ctx, pkt, rev->vip, rev->client_ip, rev->vport, rev->client_port, csum,
 		 complete_partial(cfg));
-	count_flow_packet(rev->svc_id, rev->backend_id, pkt->len, 0);
+	count_flow_packet(rev->svc_id, rev->backend_id, DIR_FROM_BACKEND, pkt->len, 0);
 	return egress(ctx, pkt->eth, rev->client_ifindex, rev->client_mac, rev->lb_mac,
 		      XDPLB_R_REPLY);
 }
@@ -106,7 +107,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *pkt)
 	rev = bpf_map_lookup_elem(&ct_rev, &q.key);
 	if (rev) {
 		icmp_nat_to_client(pkt, rev, &q);
-		count_flow_packet(rev->svc_id, rev->backend_id, pkt->len, 0);
+		count_flow_packet(rev->svc_id, rev->backend_id, DIR_FROM_BACKEND, pkt->len, 0);
 		return egress(ctx, pkt->eth, rev->client_ifindex, rev->client_mac, rev->lb_mac,
 			      XDPLB_R_ICMP_ERROR_TO_CLIENT);
 	}
@@ -116,7 +117,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *pkt)
 	be = icmp_nat_to_backend(pkt, fwd, &q);
 	if (!be)
 		return verdict(XDPLB_R_PASS_ICMP, XDP_PASS);
-	count_flow_packet(fwd->svc_id, fwd->backend_id, pkt->len, 0);
+	count_flow_packet(fwd->svc_id, fwd->backend_id, DIR_TO_BACKEND, pkt->len, 0);
 	return egress(ctx, pkt->eth, be->ifindex, be->mac, be->lb_mac,
 		      XDPLB_R_ICMP_ERROR_TO_BACKEND);
 }

@@ -175,16 +175,25 @@ type Config struct {
 	Flags       uint32
 }
 
-// Stats is struct stats.
+// Stats is struct stats: each direction on its own, named by where the
+// packet goes.
 type Stats struct {
-	Packets  uint64
-	Bytes    uint64
-	NewFlows uint64
+	ToBackendPackets   uint64 // client -> backend (requests)
+	ToBackendBytes     uint64
+	FromBackendPackets uint64 // backend -> client (replies)
+	FromBackendBytes   uint64
+	NewFlows           uint64
 }
+
+// Packets is both directions together.
+func (s Stats) Packets() uint64 { return s.ToBackendPackets + s.FromBackendPackets }
+
+// Bytes is both directions together.
+func (s Stats) Bytes() uint64 { return s.ToBackendBytes + s.FromBackendBytes }
 
 // LayoutVersion is XDPLB_LAYOUT_VERSION: pinned state stamped with
 // another version is never adopted (see pkg/dataplane/pin.go).
-const LayoutVersion uint32 = 1
+const LayoutVersion uint32 = 2
 
 // Meta is struct lb_meta, the stamp of pinned state.
 type Meta struct {
@@ -241,6 +250,8 @@ var (
 	_ [unsafe.Sizeof(CTFwd{}) - 24]struct{}
 	_ [56 - unsafe.Sizeof(CTRev{})]struct{}
 	_ [unsafe.Sizeof(CTRev{}) - 56]struct{}
+	_ [40 - unsafe.Sizeof(Stats{})]struct{}
+	_ [unsafe.Sizeof(Stats{}) - 40]struct{}
 	_ [16 - unsafe.Sizeof(PortBits{})]struct{}
 	_ [unsafe.Sizeof(PortBits{}) - 16]struct{}
 )

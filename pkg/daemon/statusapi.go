@@ -166,7 +166,9 @@ func (d *Daemon) snapshot() (status.Status, error) {
 }
 
 func counters(st abi.Stats) status.Counters {
-	return status.Counters{Packets: st.Packets, Bytes: st.Bytes, NewFlows: st.NewFlows}
+	return status.Counters{Packets: st.Packets(), Bytes: st.Bytes(), NewFlows: st.NewFlows,
+		ToBackend:   status.Traffic{Packets: st.ToBackendPackets, Bytes: st.ToBackendBytes},
+		FromBackend: status.Traffic{Packets: st.FromBackendPackets, Bytes: st.FromBackendBytes}}
 }
 
 // serveStatus answers StatusPath with the document, counters only: the

@@ -233,6 +233,52 @@ func replyTo(client netip.Addr, cmac net.HardwareAddr, cport, vport uint16, c cs
 	return func(in []byte) []byte { return natReply(in, client, cmac, cport, vport, c) }
 }
 
+// zeroStats zeroes the counters of both services and of backends 1-3, so
+// that a case's check sees its own packet and nothing its setup sent.
+func zeroStats(l *lab) {
+	l.t.Helper()
+	for _, id := range []uint32{svcTCP, svcUDP} {
+		must(l.t, l.d.ResetServiceStats(id))
+	}
+	for _, b := range []testBackend{be1, be2, be3} {
+		must(l.t, l.d.ResetBackendStats(b.id))
+	}
+}
+
+// countedAs checks that the packet, and nothing else since zeroStats,
+// moved the counters of service svc and of be1 in one direction (to the
+// backend or from it) by exactly one packet of its frame's length, plus
+// one new flow if it opened one; and that no other backend counted it.
+func countedAs(svc uint32, toBackend, newFlow bool) func(*lab, []byte, []byte) {
+	return func(l *lab, in, _ []byte) {
+		l.t.Helper()
+		var want abi.Stats
+		if toBackend {
+			want.ToBackendPackets, want.ToBackendBytes = 1, uint64(len(in))
+		} else {
+			want.FromBackendPackets, want.FromBackendBytes = 1, uint64(len(in))
+		}
+		if newFlow {
+			want.NewFlows = 1
+		}
+		st, err := l.d.ServiceStats(svc)
+		must(l.t, err)
+		if st != want {
+			l.t.Errorf("service %d counters %+v, want %+v", svc, st, want)
+		}
+		for _, b := range []testBackend{be1, be2, be3} {
+			st, err := l.d.BackendStats(b.id)
+			must(l.t, err)
+			if b.id != be1.id {
+				want = abi.Stats{}
+			}
+			if st != want {
+				l.t.Errorf("backend %d counters %+v, want %+v", b.id, st, want)
+			}
+		}
+	}
+}
+
 // noFlows checks that the packet left no conntrack entry.
 func noFlows(l *lab, _, _ []byte) {
 	l.t.Helper()
@@ -267,6 +313,7 @@ func packetCases(t testing.TB) []packetCase {
 	add("other interface", redirectCases()...)
 	add("port filter", portFilterCases()...)
 	add("partial csum completed", completionCases()...)
+	add("counters by direction", directionCases(t)...)
 	return cases
 }
 
@@ -570,4 +617,64 @@ func completionCases() []packetCase {
 		// Full checksums are not touched by the completion path.
 		packetCase{name: "UDP full checksum", setup: completing, in: udpFrom(client1, cMAC1, 5005, "full"),
 			act: XDPTx, reason: abi.ReasonFwdNewFlow, want: forwardTo(be1, snatPin, targetUDP, csumFull)})
+}
+
+// directionCases: the service and backend counters keep the two directions
+// apart. A client's packet (and an ICMP error about a reply, which goes to
+// the backend) counts to_backend; a backend's reply (and an ICMP error
+// about a request, which goes to the client) counts from_backend. Each by
+// exactly one packet and its frame's length, the other direction and the
+// other backends untouched.
+func directionCases(t testing.TB) []packetCase {
+	syn := tcpFrom(client1, cMAC1, 49000)
+	est := syn
+	est.syn, est.ack, est.payload = false, true, []byte("GET / HTTP/1.0\r\n\r\n")
+	synack := be1Answer(syn)
+	page := be1Answer(syn)
+	page.syn, page.payload = false, bytes.Repeat([]byte("p"), 900)
+	q := udpFrom(client2, cMAC2, 5010, "query")
+	a := be1Answer(q)
+	a.payload = bytes.Repeat([]byte("a"), 300)
+
+	// An ICMP error from the backend's side about the forwarded SYN, and
+	// one from the client's side about the translated SYN-ACK. Both
+	// quotes are built independently of the program: a pinned lab's NAT
+	// is known in advance.
+	synF := syn.frame(t)
+	fwd := natForward(synF, be1, snatPin, targetTCP, csumFull)
+	synackF := synack.frame(t)
+	sent := natReply(synackF, client1, cMAC1, syn.sport, vportTCP, csumFull)
+	router := netip.MustParseAddr("192.0.2.254")
+	replied := setups(withFlows(syn), func(l *lab) {
+		l.t.Helper()
+		if out := l.runExpect(synackF, XDPTx, abi.ReasonReply); !bytes.Equal(out, sent) {
+			l.t.Fatalf("setup: SYN-ACK translated to %x, want %x", out, sent)
+		}
+	})
+	return []packetCase{
+		{name: "TCP SYN opening a flow: to backend, one new flow", setup: setups(pinned, zeroStats), in: syn,
+			act: XDPTx, reason: abi.ReasonFwdNewFlow, want: forwardTo(be1, snatPin, targetTCP, csumFull),
+			check: countedAs(svcTCP, true, true)},
+		{name: "TCP segment of a tracked flow: to backend", setup: setups(withFlows(syn), zeroStats), in: est,
+			act: XDPTx, reason: abi.ReasonFwd, want: forwardTo(be1, snatPin, targetTCP, csumFull),
+			check: countedAs(svcTCP, true, false)},
+		{name: "TCP SYN-ACK: from backend", setup: setups(withFlows(syn), zeroStats), in: synack,
+			act: XDPTx, reason: abi.ReasonReply, want: replyTo(client1, cMAC1, syn.sport, vportTCP, csumFull),
+			check: countedAs(svcTCP, false, false)},
+		{name: "TCP reply with 900 bytes: from backend", setup: setups(replied, zeroStats), in: page,
+			act: XDPTx, reason: abi.ReasonReply, want: replyTo(client1, cMAC1, syn.sport, vportTCP, csumFull),
+			check: countedAs(svcTCP, false, false)},
+		{name: "UDP query: to backend, one new flow", setup: setups(pinned, zeroStats), in: q,
+			act: XDPTx, reason: abi.ReasonFwdNewFlow, want: forwardTo(be1, snatPin, targetUDP, csumFull),
+			check: countedAs(svcUDP, true, true)},
+		{name: "UDP answer: from backend", setup: setups(withFlows(q), zeroStats), in: a,
+			act: XDPTx, reason: abi.ReasonReply, want: replyTo(client2, cMAC2, q.sport, vportUDP, csumFull),
+			check: countedAs(svcUDP, false, false)},
+		{name: "ICMP error about a request, to the client: from backend", setup: setups(withFlows(syn), zeroStats),
+			raw: icmpError(t, be1.mac, be1.ip, vip, 3, 4, 1400, fwd[ethLen:ethLen+20+8]),
+			act: XDPTx, reason: abi.ReasonICMPErrorToClient, check: countedAs(svcTCP, false, false)},
+		{name: "ICMP error about a reply, to the backend: to backend", setup: setups(replied, zeroStats),
+			raw: icmpError(t, cMAC1, router, vip, 3, 4, 1300, sent[ethLen:ethLen+20+8]),
+			act: XDPTx, reason: abi.ReasonICMPErrorToBackend, check: countedAs(svcTCP, true, false)},
+	}
 }

@@ -54,8 +54,10 @@ func sumStats(m *bpf.BPFMap, id uint32) (abi.Stats, error) {
 	}
 	for _, v := range cpus {
 		st := (*abi.Stats)(unsafe.Pointer(&v[0]))
-		sum.Packets += st.Packets
-		sum.Bytes += st.Bytes
+		sum.ToBackendPackets += st.ToBackendPackets
+		sum.ToBackendBytes += st.ToBackendBytes
+		sum.FromBackendPackets += st.FromBackendPackets
+		sum.FromBackendBytes += st.FromBackendBytes
 		sum.NewFlows += st.NewFlows
 	}
 	return sum, nil

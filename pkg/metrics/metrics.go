@@ -10,7 +10,8 @@
 // Cardinality is bounded by the configuration, never by traffic: per
 // service port (service, listen, target, proto), per backend of a service
 // port (those plus backend and ip: at most --max-backends series per
-// family), per verdict reason (fixed), per conntrack state (fixed), per
+// family), twice that for the packet and byte counters (direction:
+// to_backend, from_backend), per verdict reason (fixed), per conntrack state (fixed), per
 // sync cause (fixed), per Docker event action (the fixed set the watcher
 // subscribes to) and per problem kind (fixed). Client addresses and ports
 // never become labels.
@@ -114,6 +115,13 @@ var (
 	beLabels  = []string{"service", "listen", "target", "proto", "backend", "ip"}
 )
 
+// Directions are the values of the direction label of the packet and byte
+// counters, named by where the packet goes: to_backend is what clients
+// sent (requests, and ICMP errors about replies), from_backend what went
+// back to them (replies, and ICMP errors about requests). Summed over
+// direction they are the traffic both ways.
+var Directions = []string{"to_backend", "from_backend"}
+
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(name, help, labels, nil)
 }
@@ -121,12 +129,12 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 // The families the state collector produces.
 var (
 	dReason      = desc("xdplb_reason_packets_total", "Packets by the data path's verdict and its reason; every packet the program sees counts once.", "reason")
-	dSvcPackets  = desc("xdplb_service_packets_total", "Packets of a service port, both directions.", svcLabels...)
-	dSvcBytes    = desc("xdplb_service_bytes_total", "Bytes of a service port, both directions, whole L2 frames.", svcLabels...)
+	dSvcPackets  = desc("xdplb_service_packets_total", "Packets of a service port, by direction (to_backend: from clients; from_backend: back to them).", append(svcLabels, "direction")...)
+	dSvcBytes    = desc("xdplb_service_bytes_total", "Bytes of a service port, whole L2 frames, by direction (to_backend: from clients; from_backend: back to them).", append(svcLabels, "direction")...)
 	dSvcNew      = desc("xdplb_service_new_flows_total", "Flows created on a service port.", svcLabels...)
 	dSvcBackends = desc("xdplb_service_backends", "Backends of a service port, by state.", append(svcLabels, "state")...)
-	dBePackets   = desc("xdplb_backend_packets_total", "Packets between the balancer and a backend, both directions.", beLabels...)
-	dBeBytes     = desc("xdplb_backend_bytes_total", "Bytes between the balancer and a backend, both directions, whole L2 frames.", beLabels...)
+	dBePackets   = desc("xdplb_backend_packets_total", "Packets between the balancer and a backend, by direction (to_backend: sent to it; from_backend: its replies).", append(beLabels, "direction")...)
+	dBeBytes     = desc("xdplb_backend_bytes_total", "Bytes between the balancer and a backend, whole L2 frames, by direction (to_backend: sent to it; from_backend: its replies).", append(beLabels, "direction")...)
 	dBeNew       = desc("xdplb_backend_new_flows_total", "Flows sent to a backend.", beLabels...)
 	dBeWeight    = desc("xdplb_backend_weight", "A backend's effective weight: its share of new flows; 0 while it drains.", beLabels...)
 	dBeState     = desc("xdplb_backend_state", "1 for a backend's current state (ready, draining, starting, unhealthy, stopping, paused), 0 for the others.", append(beLabels, "state")...)
@@ -170,20 +178,26 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
+	// One series per direction, in the order of Directions.
+	traffic := func(pkts, bytes *prometheus.Desc, c status.Counters, labels []string) {
+		for i, t := range []status.Traffic{c.ToBackend, c.FromBackend} {
+			l := append(append([]string{}, labels...), Directions[i])
+			counter(pkts, t.Packets, l...)
+			counter(bytes, t.Bytes, l...)
+		}
+	}
 	for _, r := range s.Reasons {
 		counter(dReason, r.Packets, r.Reason)
 	}
 	for _, svc := range s.Services {
 		sl := []string{svc.Name, strconv.Itoa(int(svc.Listen)), strconv.Itoa(int(svc.Target)), svc.Proto}
-		counter(dSvcPackets, svc.Counters.Packets, sl...)
-		counter(dSvcBytes, svc.Counters.Bytes, sl...)
+		traffic(dSvcPackets, dSvcBytes, svc.Counters, sl)
 		counter(dSvcNew, svc.Counters.NewFlows, sl...)
 		byState := map[string]int{}
 		for _, be := range svc.Backends {
 			byState[be.State]++
 			bl := append(append([]string{}, sl...), be.Name, be.IP)
-			counter(dBePackets, be.Counters.Packets, bl...)
-			counter(dBeBytes, be.Counters.Bytes, bl...)
+			traffic(dBePackets, dBeBytes, be.Counters, bl)
 			counter(dBeNew, be.Counters.NewFlows, bl...)
 			gauge(dBeWeight, float64(be.Weight), bl...)
 			gauge(dBeActive, float64(be.ActiveFlows), bl...)

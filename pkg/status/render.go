@@ -13,7 +13,15 @@ const Width = 80
 
 // backendRow is the table's format: 80 columns exactly, without indentation,
 // so that a service's backends line up under one header on any terminal.
-const backendRow = "%-15s %-15s %2s %-9s %5s %6s %5s %5s %5s %4s\n"
+// The two pairs of packet and byte rates, to the backend and from it, are
+// set apart by two spaces each and named by directionHead above them.
+// The backend's address is on the line below, with its ID and MAC: in
+// static mode it is the name already, and a column for it would leave no
+// room for both directions.
+const backendRow = "%-15s %3s %-9s %5s %6s %5s  %5s %5s  %5s %5s %4s\n"
+
+// directionHead puts each direction's name over its pair of columns.
+var directionHead = fmt.Sprintf("%50s%-13s%s\n", "", "TO BACKEND", "FROM BACKEND")
 
 // Render writes the document as text for an 80-column terminal. Rates
 // appear only when the document has them (IntervalSeconds > 0).
@@ -45,24 +53,23 @@ func Render(w io.Writer, s Status) error {
 	}
 	for _, svc := range s.Services {
 		b.WriteString("\n")
-		line := fmt.Sprintf("%s %s on %s", svc.Name, svc.Port(), orNone(strings.Join(svc.VIPs, ",")))
-		if rated && svc.Rates != nil {
-			line += fmt.Sprintf(": new %s/s, %s pkt/s, %s B/s",
-				num(svc.Rates.NewFlows), num(svc.Rates.Packets), num(svc.Rates.Bytes))
-		}
-		wrap(&b, "", line)
-		fmt.Fprintf(&b, backendRow, "BACKEND", "IP", "W", "STATE", "FLOWS", "ACTIVE", "NEW/S", "PKT/S", "B/S", "SNAT")
+		wrap(&b, "", fmt.Sprintf("%s %s on %s", svc.Name, svc.Port(), orNone(strings.Join(svc.VIPs, ","))))
+		b.WriteString(directionHead)
+		fmt.Fprintf(&b, backendRow, "BACKEND", "W", "STATE", "FLOWS", "ACTIVE", "NEW/S", "PKT/S", "B/S", "PKT/S", "B/S", "SNAT")
 		if len(svc.Backends) == 0 {
 			b.WriteString("  (no backends: new flows are refused)\n")
 		}
+		var flows, active, snat int
 		for _, be := range svc.Backends {
-			newS, pktS, byteS := "-", "-", "-"
-			if rated && be.Rates != nil {
-				newS, pktS, byteS = num(be.Rates.NewFlows), num(be.Rates.Packets), num(be.Rates.Bytes)
-			}
-			fmt.Fprintf(&b, backendRow, clip(be.Name, 15), be.IP, num(float64(be.Weight)), be.State,
-				num(float64(be.Flows)), num(float64(be.ActiveFlows)), newS, pktS, byteS, num(float64(be.SNATPortsInUse)))
+			rs := rateCells(rated, be.Rates)
+			fmt.Fprintf(&b, backendRow, clip(be.Name, 15), num(float64(be.Weight)), be.State,
+				num(float64(be.Flows)), num(float64(be.ActiveFlows)), rs[0], rs[1], rs[2], rs[3], rs[4],
+				num(float64(be.SNATPortsInUse)))
+			flows, active, snat = flows+be.Flows, active+be.ActiveFlows, snat+be.SNATPortsInUse
 			var detail []string
+			if be.IP != be.Name {
+				detail = append(detail, "ip "+orNone(be.IP))
+			}
 			if be.ID != "" {
 				detail = append(detail, "id "+be.ID)
 			}
@@ -72,6 +79,12 @@ func Render(w io.Writer, s Status) error {
 			}
 			wrapFrom(&b, "  ", "    ", strings.Join(detail, "  "))
 		}
+		// The service's own counters, which also hold the traffic of
+		// backends it has since lost, under the same columns; flows and
+		// ports are the backends' sums.
+		rs := rateCells(rated, svc.Rates)
+		fmt.Fprintf(&b, backendRow, "service total", "", "", num(float64(flows)), num(float64(active)),
+			rs[0], rs[1], rs[2], rs[3], rs[4], num(float64(snat)))
 	}
 
 	b.WriteString("\n")
@@ -102,7 +115,7 @@ func Render(w io.Writer, s Status) error {
 		if len(total) > 9 {
 			total = num(float64(r.Packets))
 		}
-		fmt.Fprintf(&b, "%-20s %9s %6s", r.Reason, total, rate)
+		fmt.Fprintf(&b, "%-21s %9s %6s", r.Reason, total, rate)
 		if i%2 == 0 && i+1 < len(s.Reasons) {
 			b.WriteString("    ")
 		} else {
@@ -140,6 +153,16 @@ func Render(w io.Writer, s Status) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// rateCells are the NEW/S and the two directions' PKT/S and B/S cells of
+// a row: dashes without rates.
+func rateCells(rated bool, r *Rates) [5]string {
+	if !rated || r == nil {
+		return [5]string{"-", "-", "-", "-", "-"}
+	}
+	return [5]string{num(r.NewFlows), num(r.ToBackend.Packets), num(r.ToBackend.Bytes),
+		num(r.FromBackend.Packets), num(r.FromBackend.Bytes)}
 }
 
 // wrap writes text in lines of at most Width columns, breaking at spaces;

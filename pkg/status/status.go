@@ -91,18 +91,38 @@ type PortRange struct {
 }
 
 // Counters are cumulative since the service or backend appeared: packets
-// and bytes (whole frames) in both directions, and flows created.
+// and bytes (whole frames) in each direction, their sums over both
+// (Packets, Bytes), and flows created.
 type Counters struct {
 	Packets  uint64 `json:"packets"`
 	Bytes    uint64 `json:"bytes"`
 	NewFlows uint64 `json:"new_flows"`
+	// ToBackend is what clients sent: requests, and ICMP errors about
+	// replies. FromBackend is what went back: replies, and ICMP errors
+	// about requests.
+	ToBackend   Traffic `json:"to_backend"`
+	FromBackend Traffic `json:"from_backend"`
+}
+
+// Traffic is one direction's packets and bytes.
+type Traffic struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 }
 
 // Rates are Counters per second between two samples.
 type Rates struct {
-	Packets  float64 `json:"packets"`
-	Bytes    float64 `json:"bytes"`
-	NewFlows float64 `json:"new_flows"`
+	Packets     float64      `json:"packets"`
+	Bytes       float64      `json:"bytes"`
+	NewFlows    float64      `json:"new_flows"`
+	ToBackend   TrafficRates `json:"to_backend"`
+	FromBackend TrafficRates `json:"from_backend"`
+}
+
+// TrafficRates are Traffic per second.
+type TrafficRates struct {
+	Packets float64 `json:"packets"`
+	Bytes   float64 `json:"bytes"`
 }
 
 // Service is one listen port of a named service.
@@ -273,12 +293,19 @@ func WithRates(prev, cur Status) Status {
 // rates is nil when a counter went backwards: the id was reused by a new
 // owner between the samples, and a rate would be nonsense.
 func rates(a, b Counters, dt float64) *Rates {
-	if b.Packets < a.Packets || b.Bytes < a.Bytes || b.NewFlows < a.NewFlows {
+	if b.Packets < a.Packets || b.Bytes < a.Bytes || b.NewFlows < a.NewFlows ||
+		b.ToBackend.Packets < a.ToBackend.Packets || b.ToBackend.Bytes < a.ToBackend.Bytes ||
+		b.FromBackend.Packets < a.FromBackend.Packets || b.FromBackend.Bytes < a.FromBackend.Bytes {
 		return nil
 	}
+	per := func(a, b uint64) float64 { return float64(b-a) / dt }
 	return &Rates{
-		Packets:  float64(b.Packets-a.Packets) / dt,
-		Bytes:    float64(b.Bytes-a.Bytes) / dt,
-		NewFlows: float64(b.NewFlows-a.NewFlows) / dt,
+		Packets:  per(a.Packets, b.Packets),
+		Bytes:    per(a.Bytes, b.Bytes),
+		NewFlows: per(a.NewFlows, b.NewFlows),
+		ToBackend: TrafficRates{Packets: per(a.ToBackend.Packets, b.ToBackend.Packets),
+			Bytes: per(a.ToBackend.Bytes, b.ToBackend.Bytes)},
+		FromBackend: TrafficRates{Packets: per(a.FromBackend.Packets, b.FromBackend.Packets),
+			Bytes: per(a.FromBackend.Bytes, b.FromBackend.Bytes)},
 	}
 }

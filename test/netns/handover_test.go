@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xdplb/xdplb/pkg/abi"
 )
 
 // Flows survive a restart of the balancer: its maps are pinned in a BPF
@@ -353,7 +355,7 @@ func TestHandoverLayoutMismatch(t *testing.T) {
 		t.Errorf("the forged ct_rev survived the clean start: %s", out)
 	}
 	out = mustRun(t, "bpftool", "-j", "map", "dump", "pinned", meta)
-	if !strings.Contains(strings.ReplaceAll(out, " ", ""), `"layout_version":1`) {
+	if !strings.Contains(strings.ReplaceAll(out, " ", ""), fmt.Sprintf(`"layout_version":%d,`, abi.LayoutVersion)) {
 		t.Errorf("meta not restamped with this layout version: %s", out)
 	}
 }

@@ -113,6 +113,24 @@ func TestOperatorView(t *testing.T) {
 	grew("xdplb_reason_packets_total", sent, "reason", "fwd_new_flow")
 	grew("xdplb_service_bytes_total", sent*100, "service", "web")
 	grew("xdplb_backend_packets_total", sent*4, "service", "web")
+	// Each connection is at least SYN, ACK, request, FIN towards the
+	// backend and SYN-ACK, reply, FIN back: both directions move, each
+	// by at least its own packets, and the reply outweighs the request.
+	for _, dir := range []string{"to_backend", "from_backend"} {
+		grew("xdplb_backend_packets_total", sent*3, "service", "web", "direction", dir)
+		grew("xdplb_service_packets_total", sent*3, "service", "web", "direction", dir)
+		grew("xdplb_backend_bytes_total", sent*100, "service", "web", "direction", dir)
+		grew("xdplb_service_bytes_total", sent*100, "service", "web", "direction", dir)
+	}
+	for _, name := range []string{"xdplb_service_packets_total", "xdplb_service_bytes_total", "xdplb_backend_packets_total", "xdplb_backend_bytes_total"} {
+		if dirs := labelValues(f1, name, "direction"); !slices.Equal(dirs, []string{"from_backend", "to_backend"}) {
+			t.Errorf("%s: direction label values %q, want from_backend and to_backend", name, dirs)
+		}
+	}
+	if to, from := value(f1, "xdplb_service_bytes_total", "service", "web", "direction", "to_backend"),
+		value(f1, "xdplb_service_bytes_total", "service", "web", "direction", "from_backend"); from <= to {
+		t.Errorf("web's bytes from its backends (%v) do not exceed those to them (%v): whoami's replies are longer than the requests", from, to)
+	}
 	// Both sides closed: every flow of the burst holds its port in TIME_WAIT.
 	if v := value(f1, "xdplb_flows", "state", "tcp_time_wait", "proto", "tcp"); v < sent {
 		t.Errorf("xdplb_flows{tcp_time_wait,tcp} = %v after %v closed connections", v, sent)
@@ -159,14 +177,25 @@ func TestOperatorView(t *testing.T) {
 		}
 		t.Logf("xdplb status:\n%s", out)
 		checkWidth(t, out)
-		for _, want := range []string{"web 80:8080/tcp on " + lbIP, "dns 53:9001/udp on " + lbIP, "rates over 1.", "REASONS", "SYNC", "cause reload", "PROBLEMS none"} {
+		for _, want := range []string{"web 80:8080/tcp on " + lbIP, "dns 53:9001/udp on " + lbIP, "rates over 1.", "TO BACKEND", "FROM BACKEND", "REASONS", "SYNC", "cause reload", "PROBLEMS none"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("status lacks %q", want)
 			}
 		}
+		web, _, _ := strings.Cut(out[strings.Index(out, "web 80:8080/tcp on "):], "\n\n")
+		if !regexp.MustCompile(`(?m)^service total +\d+ +\d+ +[1-9]\S* +[1-9]\S* +[1-9]\S* +[1-9]\S* +[1-9]\S* +\d+$`).MatchString(web) {
+			t.Errorf("web's service total row lacks new flows, packets and bytes per second in each direction")
+		}
 		for _, b := range l.topo.Backends {
-			if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(b.IP.String()) + ` +` + regexp.QuoteMeta(b.IP.String()) + ` +1 ready `).MatchString(out) {
+			// Static mode: the name is the address. Then flows, active,
+			// new/s, packets and bytes per second to the backend and from
+			// it, SNAT ports: traffic flows, so the backend gets some and
+			// answers some.
+			row := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(b.IP.String()) + ` +1 ready +\S+ +\S+ +\S+ +(\S+) +(\S+) +(\S+) +(\S+) +\S+$`).FindStringSubmatch(web)
+			if row == nil {
 				t.Errorf("status has no ready row for %s", b.IP)
+			} else if slices.Contains(row[1:], "0") {
+				t.Errorf("%s: packets and bytes per second to and from it are %v while traffic flows", b.IP, row[1:])
 			}
 			if !strings.Contains(out, "mac "+b.MAC.String()) {
 				t.Errorf("status lacks %s's MAC %s", b.IP, b.MAC)
@@ -194,8 +223,13 @@ func TestOperatorView(t *testing.T) {
 		if web.Listen != 80 || web.Target != 8080 || web.Proto != "tcp" || len(web.Backends) != 3 {
 			t.Errorf("web: %+v", web)
 		}
-		if web.Rates == nil || web.Rates.NewFlows <= 0 || web.Rates.Bytes <= 0 {
+		if r := web.Rates; r == nil || r.NewFlows <= 0 || r.Bytes <= 0 || r.ToBackend.Packets <= 0 || r.FromBackend.Packets <= 0 {
 			t.Errorf("web's rates while traffic flows: %+v", web.Rates)
+		}
+		// whoami's answer is longer than the GET that asked for it.
+		if c := web.Counters; c.FromBackend.Bytes <= c.ToBackend.Bytes || c.Packets != c.ToBackend.Packets+c.FromBackend.Packets ||
+			c.Bytes != c.ToBackend.Bytes+c.FromBackend.Bytes {
+			t.Errorf("web's counters by direction: %+v", c)
 		}
 		var ports int
 		for _, be := range web.Backends {
@@ -318,6 +352,20 @@ func checkFamilies(t *testing.T, fams map[string]*dto.MetricFamily) {
 	}
 }
 
+// labelValues lists, sorted, the values label takes in a family.
+func labelValues(fams map[string]*dto.MetricFamily, name, label string) []string {
+	var vs []string
+	for _, m := range fams[name].GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == label && !slices.Contains(vs, lp.GetValue()) {
+				vs = append(vs, lp.GetValue())
+			}
+		}
+	}
+	slices.Sort(vs)
+	return vs
+}
+
 // value sums the samples of a family whose labels include every pair.
 func value(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 	f, ok := fams[name]
@@ -376,9 +424,16 @@ func checkDashboard(t *testing.T, fams map[string]*dto.MetricFamily) {
 		t.Fatalf("%s: %v", dashboardPath, err)
 	}
 	name := regexp.MustCompile(`\b(?:xdplb|process|go)_[a-z0-9_]+\b`)
+	// Traffic is shown per direction: a request and its reply differ by
+	// orders of magnitude, and a sum would hide which one stopped.
+	traffic := regexp.MustCompile(`\bxdplb_(?:service|backend)_(?:packets|bytes)_total\b`)
+	byDirection := regexp.MustCompile(`\bby \([^)]*\bdirection\b`)
 	queried := 0
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {
+			if traffic.MatchString(tg.Expr) && !byDirection.MatchString(tg.Expr) {
+				t.Errorf("panel %q: query %q sums the two directions of traffic", p.Title, tg.Expr)
+			}
 			found := name.FindAllString(tg.Expr, -1)
 			if len(found) == 0 {
 				t.Errorf("panel %q: query %q names no metric", p.Title, tg.Expr)
