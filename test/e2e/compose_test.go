@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/xdplb/xdplb/test/dockerharness"
+	"github.com/xdplb/xdplb/test/testkit"
 )
 
 // Every request the tests send, for the summary line TestMain prints.
@@ -615,74 +616,12 @@ func (p *project) clientLoad(service, target string, maxDuration time.Duration, 
 	return done
 }
 
-// logLine is one logrus text line, parsed.
-type logLine map[string]string
-
-// parseLog splits logrus text output (key=value, values quoted when they
-// contain spaces or quotes) into lines of fields.
-func parseLog(s string) []logLine {
-	var out []logLine
-	for _, line := range strings.Split(s, "\n") {
-		if f := parseLogfmt(line); f["msg"] != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func parseLogfmt(line string) logLine {
-	f := logLine{}
-	i := 0
-	for i < len(line) {
-		for i < len(line) && line[i] == ' ' {
-			i++
-		}
-		j := i
-		for j < len(line) && line[j] != '=' && line[j] != ' ' {
-			j++
-		}
-		key := line[i:j]
-		if j >= len(line) || line[j] != '=' {
-			if key != "" {
-				f[key] = ""
-			}
-			i = j
-			continue
-		}
-		j++
-		if j < len(line) && line[j] == '"' {
-			k := j + 1
-			for k < len(line) && line[k] != '"' {
-				if line[k] == '\\' {
-					k++
-				}
-				k++
-			}
-			end := min(k+1, len(line))
-			v, err := strconv.Unquote(line[j:end])
-			if err != nil {
-				v = strings.Trim(line[j:end], `"`)
-			}
-			f[key] = v
-			i = end
-			continue
-		}
-		k := j
-		for k < len(line) && line[k] != ' ' {
-			k++
-		}
-		f[key] = line[j:k]
-		i = k
-	}
-	return f
-}
-
 // transitions counts the balancer's backend log lines per backend name and
 // transition. "added" covers "backend added" and "backend added, draining"
 // (added while starting, i.e. not yet healthy: weight 0), which is also
 // counted as "added-starting". Lines without the ports= field every
 // transition must carry are counted as "no-ports".
-func transitions(lines []logLine) map[string]map[string]int {
+func transitions(lines []testkit.LogLine) map[string]map[string]int {
 	c := map[string]map[string]int{}
 	bump := func(name, kind string) {
 		if c[name] == nil {

@@ -30,26 +30,13 @@ import (
 	"time"
 
 	"github.com/xdplb/xdplb/test/dockerharness"
+	"github.com/xdplb/xdplb/test/testkit"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	fmt.Printf("e2e: requests %d failed %d\n", totalRequests.Load(), totalFailed.Load())
 	os.Exit(code)
-}
-
-// waitFor polls cond every 200ms until it holds or timeout passes.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // without returns the replicas of rs whose ID is not in others.
@@ -177,7 +164,7 @@ func TestComposeDemo(t *testing.T) {
 		}
 		return true
 	}
-	if !waitFor(30*time.Second, allAnswered) {
+	if !testkit.Eventually(30*time.Second, allAnswered) {
 		t.Errorf("new replicas %v did not all answer within 30s:\nhost: %s\nclient: %s", names(added), hostLd, clientLd)
 	}
 
@@ -221,7 +208,7 @@ func TestComposeDemo(t *testing.T) {
 
 	// 4. One line per replica per transition in the balancer's log.
 	removalLogged := func() bool {
-		tr := transitions(parseLog(p.lbLog()))
+		tr := transitions(testkit.ParseLog(p.lbLog()))
 		for _, r := range removed {
 			if tr[r.Name]["removed"] == 0 {
 				return false
@@ -229,10 +216,10 @@ func TestComposeDemo(t *testing.T) {
 		}
 		return true
 	}
-	if !waitFor(15*time.Second, removalLogged) {
+	if !testkit.Eventually(15*time.Second, removalLogged) {
 		t.Errorf("the balancer did not log the removal of %v within 15s", names(removed))
 	}
-	if !checkTransitions(t, transitions(parseLog(p.lbLog())), webs5, removed) && hostFailed+clFailed == 0 {
+	if !checkTransitions(t, transitions(testkit.ParseLog(p.lbLog())), webs5, removed) && hostFailed+clFailed == 0 {
 		logTimeline(t, p, hostLd, scaleDown)
 	}
 
@@ -279,7 +266,7 @@ func upgradeKeepsFlows(t *testing.T, p *project, lbIP, url string) {
 		t.Errorf("echo session held across up -d with a new image: %v", err)
 	}
 	// lbLog is the new container's alone.
-	if !waitFor(10*time.Second, func() bool { return strings.Contains(p.lbLog(), "adopted pinned state") }) {
+	if !testkit.Eventually(10*time.Second, func() bool { return strings.Contains(p.lbLog(), "adopted pinned state") }) {
 		t.Errorf("the upgraded balancer did not adopt the pinned state")
 	}
 	t.Logf("up -d with a new balancer image: lb recreated, lbnet kept, the held echo session went on, 20 new connections answered")
@@ -354,7 +341,7 @@ func restartKeepsFlows(t *testing.T, p *project, lb replica, lbIP, url string) {
 	if err := s.echo("after the restart"); err != nil {
 		t.Errorf("echo session held across docker restart: %v", err)
 	}
-	if !waitFor(10*time.Second, func() bool { return strings.Contains(p.lbLog(), "adopted pinned state") }) {
+	if !testkit.Eventually(10*time.Second, func() bool { return strings.Contains(p.lbLog(), "adopted pinned state") }) {
 		t.Errorf("the restarted balancer did not adopt the pinned state")
 	}
 	t.Logf("docker restart of the balancer: %s; the held echo session went on; 20 new connections answered %s after it returned",
@@ -480,7 +467,7 @@ func logTimeline(t *testing.T, p *project, tl *tally, t0 time.Time) {
 		if err != nil || !inWindow(at) {
 			continue
 		}
-		if f := parseLogfmt(rest); strings.HasPrefix(f["msg"], "backend") || strings.HasPrefix(f["msg"], "sync") {
+		if f := testkit.ParseLogfmt(rest); strings.HasPrefix(f["msg"], "backend") || strings.HasPrefix(f["msg"], "sync") {
 			es = append(es, entry{at.Sub(t0), fmt.Sprintf("lb: %s backend=%s why=%q", f["msg"], f["backend"], f["why"])})
 		}
 	}
@@ -600,7 +587,7 @@ func TestComposeFrontendBackend(t *testing.T) {
 
 	// XDP on both interfaces: in the log and in the kernel.
 	attached := map[string]string{}
-	for _, l := range parseLog(p.lbLog()) {
+	for _, l := range testkit.ParseLog(p.lbLog()) {
 		if l["msg"] == "xdp attached" {
 			attached[l["interface"]] = l["ip"]
 		}

@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xdplb/xdplb/test/testkit"
 )
 
 const (
@@ -99,16 +101,13 @@ func waitWhoami(t *testing.T, c *Node, backends []*Node) {
 	t.Helper()
 	hc := c.HTTPClient(false, 2*time.Second)
 	for _, b := range backends {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			a, err := getWhoami(context.Background(), hc, fmt.Sprintf("http://%s:8080/", b.IP))
-			if err == nil && a.Host == b.Role {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("whoami on %s not answering: %v %+v", b.Role, err, a)
-			}
-			time.Sleep(100 * time.Millisecond)
+		var a answer
+		var err error
+		if !testkit.Eventually(20*time.Second, func() bool {
+			a, err = getWhoami(context.Background(), hc, fmt.Sprintf("http://%s:8080/", b.IP))
+			return err == nil && a.Host == b.Role
+		}) {
+			t.Fatalf("whoami on %s not answering: %v %+v", b.Role, err, a)
 		}
 	}
 }
@@ -876,18 +875,15 @@ func TestBackendRemovalUnderLoad(t *testing.T) {
 // /healthz (through hc, a client in its namespace).
 func waitHealthz(t *testing.T, hc *http.Client, p *Proc) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := hc.Get("http://" + metricsAddr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+	var err error
+	if !testkit.Eventually(30*time.Second, func() bool {
+		var resp *http.Response
+		if resp, err = hc.Get("http://" + metricsAddr + "/healthz"); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("xdplb /healthz not 200 within 30s: %v\n%s", err, p.Tail(40))
-		}
-		time.Sleep(20 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}) {
+		t.Fatalf("xdplb /healthz not 200 within 30s: %v\n%s", err, p.Tail(40))
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/xdplb/xdplb/pkg/status"
+	"github.com/xdplb/xdplb/test/testkit"
 )
 
 const dashboardPath = "../../deploy/grafana/xdplb-dashboard.json"
@@ -146,7 +147,7 @@ func TestOperatorView(t *testing.T) {
 	if err := d.proc.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "a reload sync in xdplb_discovery_syncs_total", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "a reload sync in xdplb_discovery_syncs_total", func() bool {
 		return value(d.families(t), "xdplb_discovery_syncs_total", "cause", "reload", "result", "ok") >= 1
 	})
 
@@ -394,17 +395,6 @@ next:
 		}
 	}
 	return sum
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %s", what, timeout)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // checkDashboard reads every query of the Grafana dashboard and checks that
