@@ -396,8 +396,27 @@ static __always_inline enum ct_probe ct_probe_port(struct ct_search *s,
 	return ct_stale(occ, s->now) ? PROBE_STALE : PROBE_BUSY;
 }
 
+/*
+ * Whether port is, or was, a listen port of a service (port_filter's
+ * service bit, set by SetService and never cleared). Such a port is never
+ * a SNAT port: a backend's late packet to a SNAT port whose flow is gone
+ * would otherwise open a flow to that service, and an operator reading
+ * `ss` or a capture could not tell the two uses apart. Listen ports may
+ * then lie inside --snat-ports (8080 does in the default range) at the
+ * cost of one port each.
+ * Returns 1 for a listen port, else 0.
+ */
+static __always_inline int ct_port_listens(__u32 port)
+{
+	__u32 word = port / 64;
+	struct port_bits *pb = bpf_map_lookup_elem(&port_filter, &word);
+
+	return pb && (pb->service >> (port % 64)) & 1;
+}
+
 /* bpf_loop() callback: probe number i of the search. The ports tried, in
- * order: prefer, the client's own port, then a run from a hash of the flow.
+ * order: prefer, the client's own port, then a run from a hash of the flow;
+ * listen ports are passed over (ct_port_listens()).
  * Returns 1 (stop) once a port is ours. */
 static long ct_probe_cb(__u64 i, void *ctx)
 {
@@ -418,6 +437,8 @@ static long ct_probe_cb(__u64 i, void *ctx)
 		port = s->min + s->off;
 		s->off = s->off + 1 >= s->n ? 0 : s->off + 1;
 	}
+	if (ct_port_listens(port))
+		return 0;
 	flow_key_set_dport(&s->rk, bpf_htons((__u16)port));
 	res = ct_probe_port(s, cfg);
 	if (res == PROBE_CLAIMED || res == PROBE_ADOPTED) {

@@ -192,6 +192,20 @@ func TestConntrackKeepsTheClientPort(t *testing.T) {
 	}
 }
 
+// TestConntrackNeverTakesAListenPort: a listen port inside the SNAT range
+// is passed over, whichever way the search reaches it (as the client's own
+// port, or in the hashed run), and even when no other port is free.
+func TestConntrackNeverTakesAListenPort(t *testing.T) {
+	l := newTwoPortLab(t) // SNAT ports 30000 and 30001
+	l.addService(vip, 30001, layers.IPProtocolUDP, 53, 9, []uint32{be1.id})
+	a := tcpClient(l, client1, cMAC1, 30001)
+	if sp := a.syn(abi.ReasonFwdNewFlow); sp != 30000 {
+		t.Errorf("client from port 30001, a listen port: SNAT port %d, want 30000", sp)
+	}
+	b := tcpClient(l, client2, cMAC2, 30000)
+	l.runExpect(b.pkt(true, false, false, false).frame(t), XDPDrop, abi.ReasonDropNoSNATPort)
+}
+
 func TestConntrackQuarantineAndReclaim(t *testing.T) {
 	l := newConntrackLab(t)
 	a := tcpClient(l, client1, cMAC1, inRange)
