@@ -77,7 +77,7 @@ elif want docker; then
 fi
 
 # The engine-restart tests run alone in their own group below.
-want unit && group unit 10m -skip DockerdRestart ./pkg/... ./cmd/...
+want unit && group unit 10m -skip DockerdRestart ./pkg/... ./cmd/... ./test/testkit/...
 
 if ! want netns; then
 	:
