@@ -361,7 +361,7 @@ func (d *Daemon) release() bool {
 func (d *Daemon) bridge(ifaces []netif.Interface, dir string) {
 	for _, it := range ifaces {
 		mode, _ := netif.ChooseMode(it, d.cfg.XDPMode)
-		ok, err := dataplane.AttachPinned(dir, it.Index, mode)
+		ok, err := dataplane.AttachPinned(dir, it.Index, mode, d.netnsCookie())
 		if err != nil {
 			d.log.WithError(err).WithField("interface", it.Name).Warn("cannot bridge the restart with the pinned program")
 			continue

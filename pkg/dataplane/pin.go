@@ -227,7 +227,9 @@ func (d *Dataplane) pinProgram(dir string) error {
 // runs on the pinned maps, which still name the old interface, so until
 // the new instance has moved them its packets are dropped, not reset.
 // The caller replaces it with its own program as soon as that is loaded.
-func AttachPinned(dir string, ifindex int, mode Mode) (bool, error) {
+// State stamped with another network namespace (netnsCookie, as Load's
+// Options; 0 for any) will be refused by Load, so it bridges nothing.
+func AttachPinned(dir string, ifindex int, mode Mode, netnsCookie uint64) (bool, error) {
 	flags, err := modeFlags(mode)
 	if err != nil {
 		return false, err
@@ -244,6 +246,9 @@ func AttachPinned(dir string, ifindex int, mode Mode) (bool, error) {
 	rc := C.xdplb_lookup(C.int(fd), unsafe.Pointer(&key), unsafe.Pointer(&meta))
 	unix.Close(fd)
 	if rc < 0 || meta.LayoutVersion != abi.LayoutVersion {
+		return false, nil
+	}
+	if netnsCookie != 0 && meta.NetnsCookie != 0 && meta.NetnsCookie != netnsCookie {
 		return false, nil
 	}
 	pfd, err := objGet(filepath.Join(dir, progPin))

@@ -1,8 +1,11 @@
 package dataplane
 
 import (
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -125,5 +128,34 @@ func TestPinAdoptRefuse(t *testing.T) {
 	must(t, RemovePins(dir))
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("RemovePins left %s: %v", dir, err)
+	}
+}
+
+// TestAttachPinnedOnlyAdoptableState: the bridge attaches the pinned
+// program only where Load will adopt its state; state of another network
+// namespace (a static instance's directory reused by a new namespace) is
+// refused by Load, so bridging with it would only drop packets for nothing.
+func TestAttachPinnedOnlyAdoptableState(t *testing.T) {
+	dir := filepath.Join(bpffs(t), "inst")
+	loadPinned(t, dir, 1024).Release() // stamped with cookie 42
+	name := "xdplbt-br" + strconv.Itoa(os.Getpid()%10000)
+	if out, err := exec.Command("ip", "link", "add", name, "type", "veth", "peer", "name", name+"p").CombinedOutput(); err != nil {
+		t.Fatalf("ip link add: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", name).Run() })
+	ifc, err := net.InterfaceByName(name)
+	must(t, err)
+
+	if ok, err := AttachPinned(dir, ifc.Index, ModeGeneric, 43); ok || err != nil {
+		t.Errorf("state of namespace 42 bridged in namespace 43: %v %v", ok, err)
+	}
+	if st, _ := queryXDP(ifc.Index); st.generic != 0 {
+		t.Errorf("a program (%d) is attached after a refused bridge", st.generic)
+	}
+	if ok, err := AttachPinned(dir, ifc.Index, ModeGeneric, 42); !ok || err != nil {
+		t.Errorf("state of our own namespace not bridged: %v %v", ok, err)
+	}
+	if st, _ := queryXDP(ifc.Index); st.generic == 0 {
+		t.Error("no program attached after the bridge")
 	}
 }
