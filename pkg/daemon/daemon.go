@@ -242,7 +242,7 @@ func Run(ctx context.Context, cfg Config, log *logrus.Logger, reload <-chan stru
 		case <-d.checks.changed:
 			if d.checks.hasLast {
 				u := d.checks.last
-				u.why = WhyCheck
+				u.why, u.fast = WhyCheck, false
 				d.apply(u)
 			}
 		}
@@ -254,7 +254,10 @@ type update struct {
 	state  lbmodel.State
 	ifaces []netif.Interface // nil: unchanged
 	why    string
-	drift  bool // compare the maps with what was applied before applying
+	// fast: derived from the last state and one event that takes
+	// traffic away, ahead of the full rebuild (docker's fast paths).
+	fast  bool
+	drift bool // compare the maps with what was applied before applying
 	// vipsSet: the services carry their own VIPs (Docker: the networks
 	// each is exposed on); otherwise every attached address is a VIP.
 	vipsSet bool

@@ -178,3 +178,30 @@ func TestHTTPPort(t *testing.T) {
 		}
 	}
 }
+
+// A state the watcher's fast path handed over is counted as a fast drain
+// in xdplb_discovery_syncs_total, whatever its words; the rebuild that
+// follows, and a re-apply for an active check, are not.
+func TestFastUpdateCause(t *testing.T) {
+	s, _ := testDockerSource(t, &hangingEngine{})
+	for _, c := range []struct {
+		u    docker.Update
+		want string
+	}{
+		{docker.Update{Reason: docker.RebuildEvent, Detail: "kill web-2 (signal 15) (before rebuild)", Fast: true}, "fast_drain"},
+		{docker.Update{Reason: docker.RebuildEvent, Detail: "kill web-2 (signal 15)"}, "event"},
+		{docker.Update{Reason: docker.RebuildPeriodic}, "periodic"},
+	} {
+		s.onState(c.u)
+		u, ok := s.box.take()
+		if !ok {
+			t.Fatalf("%q: nothing handed on", c.u.Why())
+		}
+		if got := syncCause(u); got != c.want {
+			t.Errorf("%q (fast %v): cause %q, want %q", c.u.Why(), c.u.Fast, got, c.want)
+		}
+	}
+	if got := syncCause(update{why: WhyCheck}); got != "check" {
+		t.Errorf("active check re-apply: cause %q, want check", got)
+	}
+}

@@ -113,7 +113,7 @@ func (s *dockerSource) selfInterfaces(self docker.Self) []netif.Interface {
 // onState runs on the watcher's goroutine and never waits for the daemon.
 func (s *dockerSource) onState(u docker.Update) {
 	s.logProblems(u.Problems)
-	s.box.put(update{state: u.State, ifaces: s.selfInterfaces(u.Self), why: u.Why(), vipsSet: true,
+	s.box.put(update{state: u.State, ifaces: s.selfInterfaces(u.Self), why: u.Why(), fast: u.Fast, vipsSet: true,
 		drift:    u.Reason == docker.RebuildPeriodic || u.Reason == docker.RebuildReconnect,
 		problems: problemsOf(u.Problems)})
 }

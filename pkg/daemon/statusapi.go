@@ -35,9 +35,12 @@ func (d *Daemon) initOps() {
 	d.ops.metrics = metrics.New(d.snapshot, version.Version)
 }
 
-// syncCause sorts a sync's why into a small fixed set, for a metric label.
-func syncCause(why string) string {
+// syncCause sorts a sync into a small fixed set, for a metric label.
+func syncCause(u update) string {
+	why := u.why
 	switch {
+	case u.fast:
+		return "fast_drain"
 	case why == "start" || why == docker.RebuildInitial.String():
 		return "initial"
 	case why == docker.RebuildPeriodic.String():
@@ -46,8 +49,6 @@ func syncCause(why string) string {
 		return "reconnect"
 	case why == "SIGHUP reload":
 		return "reload"
-	case strings.HasSuffix(why, "(drain before rebuild)"):
-		return "fast_drain"
 	case why == WhyCheck:
 		return "check"
 	}
@@ -56,7 +57,7 @@ func syncCause(why string) string {
 
 // observeSync records one applied update. Called from the daemon loop.
 func (d *Daemon) observeSync(u update, took time.Duration, err error) {
-	cause := syncCause(u.why)
+	cause := syncCause(u)
 	d.ops.metrics.Sync(cause, took, err)
 	o := d.ops
 	o.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 )
 
@@ -27,7 +28,7 @@ type fakeEngine struct {
 	block        chan struct{} // while non-nil, inspections of others wait for it to close
 	listDelay    time.Duration // every list takes this long
 	inspectDelay time.Duration // every inspection of others takes this long
-	subs         map[chan events.Message]chan error
+	subs         map[chan events.Message]sub
 	since        []string // Since of every subscription
 	lists        int
 	inspects     map[string]int
@@ -35,9 +36,24 @@ type fakeEngine struct {
 }
 
 func newFakeEngine() *fakeEngine {
-	f := &fakeEngine{containers: map[string]container.InspectResponse{}, subs: map[chan events.Message]chan error{}, inspects: map[string]int{}}
+	f := &fakeEngine{containers: map[string]container.InspectResponse{}, subs: map[chan events.Message]sub{}, inspects: map[string]int{}}
 	f.add(fakeContainer("lb", "lb", nil, "10.0.0.1"))
 	return f
+}
+
+// sub is one event subscription: where its errors go and its filters.
+type sub struct {
+	errs    chan error
+	filters filters.Args
+}
+
+// matches applies a subscription's filters to an event as the engine does:
+// type exactly, action by prefix ("health_status" matches
+// "health_status: healthy"), labels against the event's attributes.
+func (s sub) matches(ev events.Message) bool {
+	return s.filters.ExactMatch("type", string(ev.Type)) &&
+		s.filters.FuzzyMatch("event", string(ev.Action)) &&
+		s.filters.MatchKVList("label", ev.Actor.Attributes)
 }
 
 // fakeContainer is a running container on network "net" with address ip.
@@ -76,7 +92,7 @@ func (f *fakeEngine) Events(ctx context.Context, opts events.ListOptions) (<-cha
 		errs <- f.eventsErr
 		return msgs, errs
 	}
-	f.subs[msgs] = errs
+	f.subs[msgs] = sub{errs: errs, filters: opts.Filters}
 	go func() {
 		<-ctx.Done()
 		f.mu.Lock()
@@ -89,12 +105,14 @@ func (f *fakeEngine) Events(ctx context.Context, opts events.ListOptions) (<-cha
 	return msgs, errs
 }
 
-// emit delivers an event to every subscriber.
+// emit delivers an event to every subscriber whose filters it passes.
 func (f *fakeEngine) emit(ev events.Message) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for s := range f.subs {
-		s <- ev
+	for msgs, s := range f.subs {
+		if s.matches(ev) {
+			msgs <- ev
+		}
 	}
 }
 
@@ -102,9 +120,9 @@ func (f *fakeEngine) emit(ev events.Message) {
 func (f *fakeEngine) breakStreams() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for msgs, errs := range f.subs {
+	for msgs, s := range f.subs {
 		delete(f.subs, msgs)
-		errs <- errors.New("unexpected EOF")
+		s.errs <- errors.New("unexpected EOF")
 	}
 }
 

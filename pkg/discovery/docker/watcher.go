@@ -317,26 +317,41 @@ func (w *Watcher) Run(ctx context.Context) {
 	}
 }
 
-// eventFilter selects what can change the desired state: container life
-// cycle, health and pause transitions, and network attachment. Scope is
-// applied to events here in the watcher, not by the engine: a network
-// event's attributes are the network's labels, not the container's.
-func eventFilter() filters.Args {
-	f := filters.NewArgs(
-		filters.Arg("type", string(events.ContainerEventType)),
-		filters.Arg("type", string(events.NetworkEventType)),
-	)
+// containerEventFilter selects the container events that can change the
+// desired state: life cycle, health and pause transitions, of containers
+// in scope. The engine applies the label conditions (our Compose project,
+// the constraints) to a container event's attributes, which carry the
+// container's labels, so other projects' containers, Compose-less ones
+// included, never reach us. Whether a container carries any of our labels
+// (a prefix, not a key) the engine cannot test: noteEvent does.
+func (w *Watcher) containerEventFilter() filters.Args {
+	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)))
 	for _, a := range []events.Action{
 		events.ActionStart, events.ActionDie, events.ActionKill, events.ActionStop,
 		events.ActionPause, events.ActionUnPause, events.ActionDestroy,
 		events.ActionRename, // names are what the logs show
-		events.ActionConnect, events.ActionDisconnect,
 		// Without a colon the engine prefix-matches "health_status: healthy".
 		events.ActionHealthStatus,
 	} {
 		f.Add("event", string(a))
 	}
+	for _, l := range w.labelFilters() {
+		f.Add("label", l)
+	}
 	return f
+}
+
+// networkEventFilter selects network attachment changes. A network
+// event's attributes are the network's, not the container's labels, so no
+// label condition can apply to them on the engine's side (it would drop
+// them all): noteEvent drops those of containers it does not know. That
+// is why they have a subscription of their own.
+func networkEventFilter() filters.Args {
+	return filters.NewArgs(
+		filters.Arg("type", string(events.NetworkEventType)),
+		filters.Arg("event", string(events.ActionConnect)),
+		filters.Arg("event", string(events.ActionDisconnect)),
+	)
 }
 
 // session subscribes, syncs, then rebuilds on events and on the resync
@@ -346,6 +361,11 @@ func (w *Watcher) session(ctx context.Context, reason RebuildReason) (delivered 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	// Our project is an engine-side filter of the subscription, so it
+	// must be known first.
+	if err := w.learnScope(ctx); err != nil {
+		return false, err
+	}
 	// Subscribe first, list second: an event fired while we list is then
 	// still delivered and triggers another rebuild, so nothing is lost.
 	since := w.now().Add(-replayWindow)
@@ -354,10 +374,9 @@ func (w *Watcher) session(ctx context.Context, reason RebuildReason) (delivered 
 		// the engine did not restart, which empties its buffer).
 		since = time.Unix(0, w.lastEvent)
 	}
-	msgs, errs := w.cli.Events(ctx, events.ListOptions{
-		Filters: eventFilter(),
-		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
-	})
+	sinceArg := fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond())
+	msgs, errs := w.cli.Events(ctx, events.ListOptions{Filters: w.containerEventFilter(), Since: sinceArg})
+	netMsgs, netErrs := w.cli.Events(ctx, events.ListOptions{Filters: networkEventFilter(), Since: sinceArg})
 	// The rebuild comes first even if the subscription has already
 	// failed: an engine that refuses /events still answers the list, and a
 	// state refreshed on every retry beats none.
@@ -375,27 +394,32 @@ func (w *Watcher) session(ctx context.Context, reason RebuildReason) (delivered 
 		notBefore = w.now().Add(took)
 		expiry    = w.killExpiry()
 	)
+	// handle takes an event from either stream.
+	handle := func(ev events.Message) {
+		delivered = true
+		r, relevant := w.noteEvent(ev)
+		if !relevant {
+			return
+		}
+		reasons = append(reasons, r)
+		w.fastPath(ev, r)
+		if debounce == nil {
+			debounce = time.After(max(w.opts.Debounce, notBefore.Sub(w.now())))
+		}
+		expiry = w.killExpiry()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return delivered, ctx.Err()
 		case err := <-errs:
-			if err == nil {
-				err = errors.New("event stream closed")
-			}
-			return delivered, w.wrapErr("event stream", err)
+			return delivered, w.streamErr(err)
+		case err := <-netErrs:
+			return delivered, w.streamErr(err)
 		case ev := <-msgs:
-			delivered = true
-			r, relevant := w.noteEvent(ev)
-			if !relevant {
-				continue
-			}
-			reasons = append(reasons, r)
-			w.fastPath(ev, r)
-			if debounce == nil {
-				debounce = time.After(max(w.opts.Debounce, notBefore.Sub(w.now())))
-			}
-			expiry = w.killExpiry()
+			handle(ev)
+		case ev := <-netMsgs:
+			handle(ev)
 		case <-expiry:
 			expiry = nil
 			reasons = append(reasons, "a kill outlived its container's stop timeout")
@@ -421,6 +445,36 @@ func (w *Watcher) session(ctx context.Context, reason RebuildReason) (delivered 
 			expiry = w.killExpiry()
 		}
 	}
+}
+
+// streamErr words the end of an event stream.
+func (w *Watcher) streamErr(err error) error {
+	if err == nil {
+		err = errors.New("event stream closed")
+	}
+	return w.wrapErr("event stream", err)
+}
+
+// learnScope finds, once, the Compose project we serve in ScopeProject
+// (our own container's), and logs the scope.
+func (w *Watcher) learnScope(ctx context.Context) error {
+	if w.opts.Scope != ScopeProject || w.scopeLog {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	self, err := w.Self(ctx)
+	if err != nil {
+		return err
+	}
+	w.scopeLog = true
+	if self.Project != "" {
+		w.project = self.Project
+		w.log.WithField("project", w.project).Info("serving the containers of our own Compose project")
+	} else {
+		w.log.Info("not started by Compose: serving the containers of every project")
+	}
+	return nil
 }
 
 // noteEvent records what an event says beyond the inspectable state, marks
@@ -606,15 +660,6 @@ func (w *Watcher) rebuild(ctx context.Context, reason RebuildReason, detail stri
 	self, err := w.Self(ctx)
 	if err != nil {
 		return 0, err
-	}
-	if w.opts.Scope == ScopeProject && !w.scopeLog {
-		w.scopeLog = true
-		if self.Project != "" {
-			w.project = self.Project
-			w.log.WithField("project", w.project).Info("serving the containers of our own Compose project")
-		} else {
-			w.log.Info("not started by Compose: serving the containers of every project")
-		}
 	}
 	cs, inspected, err := w.containers(ctx, full || reason != RebuildEvent)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -301,6 +302,52 @@ func TestListFiltersOnTheEngine(t *testing.T) {
 	if len(u.list()) != n {
 		t.Error("another project's event triggered a rebuild")
 	}
+}
+
+// Scoping, engine side: container events are subscribed to with our
+// project's label (and the constraints) as a filter, so a labelled
+// container of no Compose project, or of another, never reaches the
+// watcher at all. Network events cannot be filtered by the container's
+// labels: those of a container we do not know arrive and trigger nothing.
+func TestEventsFilteredOnTheEngine(t *testing.T) {
+	f := newFakeEngine()
+	f.update("lb", func(i *container.InspectResponse) {
+		i.Config.Labels = map[string]string{ComposeProjectLabel: "shop"}
+	})
+	mine := map[string]string{"xdplb.enable": "true", "xdplb.listen": "80", ComposeServiceLabel: "web", ComposeProjectLabel: "shop"}
+	theirs := map[string]string{"xdplb.enable": "true", "xdplb.listen": "80", ComposeServiceLabel: "web", ComposeProjectLabel: "blog"}
+	f.add(fakeContainer("m1", "shop-web-1", mine, "10.0.0.2"))
+	f.add(fakeContainer("t1", "blog-web-1", theirs, "10.0.0.3"))
+	f.add(fakeContainer("c1", "loose", webLabels, "10.0.0.4")) // no Compose project
+	var mu sync.Mutex
+	var told []string
+	_, u, _ := runFake(t, f, WatcherOptions{ResyncInterval: time.Hour, OnEvent: func(a string) {
+		mu.Lock()
+		told = append(told, a)
+		mu.Unlock()
+	}})
+	u.waitFor(t, 0, "the initial sync", func(x Update) bool { return x.Reason == RebuildInitial })
+	n := len(u.list())
+	for _, id := range []string{"c1", "t1"} {
+		for _, a := range []events.Action{events.ActionStart, events.ActionPause, events.ActionHealthStatusUnhealthy, events.ActionDie} {
+			f.emit(containerEvent(f, a, id))
+		}
+	}
+	f.emit(events.Message{Type: events.NetworkEventType, Action: events.ActionDisconnect, TimeNano: time.Now().UnixNano(),
+		Actor: events.Actor{ID: "netid", Attributes: map[string]string{"container": "c1", "name": "net"}}})
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	got := slices.Clone(told)
+	mu.Unlock()
+	if !slices.Equal(got, []string{"disconnect"}) {
+		t.Errorf("events delivered from outside our project: %q, want only the network event", got)
+	}
+	if len(u.list()) != n {
+		t.Errorf("events from outside our project triggered %d states", len(u.list())-n)
+	}
+	// Our own project's events still arrive, and act.
+	f.emit(containerEvent(f, events.ActionPause, "m1"))
+	u.waitFor(t, n, "our container's pause", func(x Update) bool { return strings.HasPrefix(x.Why(), "pause shop-web-1") })
 }
 
 // In engine scope, two projects' "web" stay two services.
