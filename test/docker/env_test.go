@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/xdplb/xdplb/test/dockerharness"
+	"github.com/xdplb/xdplb/test/testkit"
 )
 
 // The service every test balances: HTTP on the VIP's port 80 to the
@@ -113,16 +115,20 @@ func (e *env) startLB(extra ...string) {
 			e.t.Logf("load balancer log:\n%s", e.logs.text())
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, _, err := e.lbHTTP("/healthz")
-		if err == nil && code == http.StatusOK {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("load balancer not healthy after 30s (last: %d %v); log:\n%s", code, err, e.logs.text())
-		}
-		time.Sleep(100 * time.Millisecond)
+	e.waitLBHealthy(30 * time.Second)
+}
+
+// waitLBHealthy waits until the balancer answers 200 on /healthz. It looks
+// every 20 ms: the restart tests report when that happened.
+func (e *env) waitLBHealthy(timeout time.Duration) {
+	e.t.Helper()
+	var code int
+	var err error
+	if !testkit.EventuallyEvery(timeout, 20*time.Millisecond, func() bool {
+		code, _, err = e.lbHTTP("/healthz")
+		return err == nil && code == http.StatusOK
+	}) {
+		e.t.Fatalf("load balancer not healthy after %s (last: %d %v); log:\n%s", timeout, code, err, e.lbLogs())
 	}
 }
 
@@ -324,7 +330,7 @@ func follow(t *testing.T, ctr string) *follower {
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			l := logLine{at: time.Now(), text: sc.Text(), kv: parseLogfmt(sc.Text())}
+			l := logLine{at: time.Now(), text: sc.Text(), kv: testkit.ParseLogfmt(sc.Text())}
 			f.mu.Lock()
 			f.lines = append(f.lines, l)
 			f.mu.Unlock()
@@ -379,70 +385,23 @@ func (f *follower) waitFor(t *testing.T, mark int, what string, timeout time.Dur
 }
 
 func (f *follower) poll(mark int, timeout time.Duration, match func(logLine) bool) (logLine, bool) {
-	deadline := time.Now().Add(timeout)
-	for {
+	var found logLine
+	ok := testkit.EventuallyEvery(timeout, 20*time.Millisecond, func() bool {
 		lines := f.snapshot()
 		for _, l := range lines[min(mark, len(lines)):] {
 			if match(l) {
-				return l, true
+				found = l
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			return logLine{}, false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false
+	})
+	return found, ok
 }
 
 // backendEvent matches the reconciler's line msg about backend name.
 func backendEvent(msg, name string) func(logLine) bool {
 	return func(l logLine) bool { return l.kv["msg"] == msg && l.kv["backend"] == name }
-}
-
-// parseLogfmt reads logrus' text format: key=value pairs, values quoted
-// when they contain spaces or other specials.
-func parseLogfmt(s string) map[string]string {
-	kv := map[string]string{}
-	for i := 0; i < len(s); {
-		for i < len(s) && s[i] == ' ' {
-			i++
-		}
-		eq := strings.IndexByte(s[i:], '=')
-		if eq <= 0 {
-			break
-		}
-		key := s[i : i+eq]
-		if strings.ContainsAny(key, " \"") {
-			break
-		}
-		i += eq + 1
-		if i < len(s) && s[i] == '"' {
-			j := i + 1
-			for j < len(s) && s[j] != '"' {
-				if s[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			if j >= len(s) {
-				break
-			}
-			v, err := strconv.Unquote(s[i : j+1])
-			if err != nil {
-				v = s[i+1 : j]
-			}
-			kv[key] = v
-			i = j + 1
-		} else {
-			j := strings.IndexByte(s[i:], ' ')
-			if j < 0 {
-				j = len(s) - i
-			}
-			kv[key] = s[i : i+j]
-			i += j
-		}
-	}
-	return kv
 }
 
 // ---- the probe: timestamped new-connection load from the client ----
@@ -533,12 +492,8 @@ func (p *probe) otherLines() []string {
 // waitFor polls the records until match is true or fails after timeout.
 func (p *probe) waitFor(t *testing.T, what string, timeout time.Duration, match func([]rec) bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !match(p.snapshot()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("probe: %s not seen within %s (%s)", what, timeout, summarize(p.snapshot()))
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testkit.EventuallyEvery(timeout, 10*time.Millisecond, func() bool { return match(p.snapshot()) }) {
+		t.Fatalf("probe: %s not seen within %s (%s)", what, timeout, summarize(p.snapshot()))
 	}
 }
 
@@ -628,17 +583,8 @@ func count(rs []rec, host string) int {
 // waitForLine waits for a non-request line of the probe.
 func (p *probe) waitForLine(t *testing.T, line string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		for _, l := range p.otherLines() {
-			if l == line {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("probe did not print %q within %s: %v", line, timeout, p.otherLines())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testkit.EventuallyEvery(timeout, 10*time.Millisecond, func() bool { return slices.Contains(p.otherLines(), line) }) {
+		t.Fatalf("probe did not print %q within %s: %v", line, timeout, p.otherLines())
 	}
 }
 
@@ -666,12 +612,8 @@ func (p *probe) ping(t *testing.T) pingResult {
 	if _, err := io.WriteString(p.stdin, "ping\n"); err != nil {
 		t.Fatalf("probe stdin: %v", err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for rounds(p.otherLines()) < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("probe: no PINGED within 15s: %v", p.otherLines()[from:])
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testkit.EventuallyEvery(15*time.Second, 10*time.Millisecond, func() bool { return rounds(p.otherLines()) >= want }) {
+		t.Fatalf("probe: no PINGED within 15s: %v", p.otherLines()[from:])
 	}
 	res := pingResult{failed: map[string]string{}}
 	for _, l := range p.otherLines()[from:] {

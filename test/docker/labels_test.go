@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xdplb/xdplb/test/testkit"
 )
 
 // Containers with broken labels next to good ones: the good ones serve, the
@@ -83,7 +85,7 @@ func TestBrokenLabelsReportedOnce(t *testing.T) {
 			t.Errorf("%s: %d error lines name it, want exactly 1:\n%s", b.name, len(hits), strings.Join(hits, "\n"))
 			continue
 		}
-		kv := parseLogfmt(hits[0])
+		kv := testkit.ParseLogfmt(hits[0])
 		if kv["container"] != b.name || kv["label"] != b.label || kv["value"] != b.value {
 			t.Errorf("%s: error line has container=%q label=%q value=%q, want %q %q %q:\n%s",
 				b.name, kv["container"], kv["label"], kv["value"], b.name, b.label, b.value, hits[0])

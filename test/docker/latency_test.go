@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xdplb/xdplb/test/testkit"
 )
 
 // latencyRuns is how many start/stop cycles each figure is the median of.
@@ -124,7 +126,7 @@ func TestLatency(t *testing.T) {
 	for _, v := range []*variant{noHC, withHC} {
 		report(t, fmt.Sprintf("docker start -> first new flow through xdplb (%s)", v.what), v.start,
 			fmt.Sprintf("%d requests failed around the starts; of which docker start itself took median %s, and xdplb logged the backend serving at median %s",
-				v.startFail, median(v.returned).Round(time.Millisecond), median(v.ready).Round(time.Millisecond)))
+				v.startFail, testkit.Median(v.returned).Round(time.Millisecond), testkit.Median(v.ready).Round(time.Millisecond)))
 	}
 	report(t, "docker stop -> last new flow reaching the replica (drain)", stop,
 		fmt.Sprintf("%d requests failed around the stops", stopFail))
@@ -145,7 +147,7 @@ func report(t *testing.T, what string, ds []time.Duration, note string) {
 	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	med := median(s)
+	med := testkit.Median(s)
 	verdict := "within the 1 s target"
 	if med >= time.Second {
 		verdict = "OVER the 1 s target"
@@ -156,16 +158,4 @@ func report(t *testing.T, what string, ds []time.Duration, note string) {
 		line += "; " + note
 	}
 	fmt.Println(line)
-}
-
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	if len(s)%2 == 0 {
-		return (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return s[len(s)/2]
 }

@@ -52,21 +52,6 @@ func (e *env) lbLogs() string {
 	return out
 }
 
-func (e *env) waitLBHealthy(timeout time.Duration) {
-	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		code, _, err := e.lbHTTP("/healthz")
-		if err == nil && code == http.StatusOK {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("load balancer not healthy after %s (last: %d %v)", timeout, code, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // containerTCP reads a container's TCP counters from the host, through
 // its init process (the whoami image has no shell).
 func containerTCP(t *testing.T, name string) map[string]int64 {

@@ -26,6 +26,7 @@ import (
 	discovery "github.com/xdplb/xdplb/pkg/discovery/docker"
 	"github.com/xdplb/xdplb/pkg/lbmodel"
 	"github.com/xdplb/xdplb/test/dockerharness"
+	"github.com/xdplb/xdplb/test/testkit"
 )
 
 // call is one OnState call with the containers the watcher built it from.
@@ -466,9 +467,9 @@ func TestWatcherRealEngine(t *testing.T) {
 			h.Docker("rm", "-f", id)
 		}
 		t.Logf("latency start->state median=%s stop->drain median=%s (%d runs, from the Engine API call to OnState)",
-			median(starts).Round(time.Millisecond), median(drains).Round(time.Millisecond), runs)
+			testkit.Median(starts).Round(time.Millisecond), testkit.Median(drains).Round(time.Millisecond), runs)
 		t.Logf("  of which: ContainerStart call median=%s; engine start event->state median=%s; kill event->state median=%s",
-			median(startCalls).Round(time.Millisecond), median(startEvents).Round(time.Millisecond), median(drainEvents).Round(time.Millisecond))
+			testkit.Median(startCalls).Round(time.Millisecond), testkit.Median(startEvents).Round(time.Millisecond), testkit.Median(drainEvents).Round(time.Millisecond))
 		t.Logf("  start->state %v", roundAll(starts))
 		t.Logf("  stop->drain  %v", roundAll(drains))
 	})

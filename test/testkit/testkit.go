@@ -22,6 +22,13 @@ const Every = 100 * time.Millisecond
 // (false). cond runs at least once, and once more after the deadline, so a
 // slow last poll is not mistaken for a timeout.
 func Eventually(timeout time.Duration, cond func() bool) bool {
+	return EventuallyEvery(timeout, Every, cond)
+}
+
+// EventuallyEvery is Eventually looking every `every`: for waits whose
+// end is itself a measurement (a latency, a gap), where Every would round
+// it up.
+func EventuallyEvery(timeout, every time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		if cond() {
@@ -30,7 +37,7 @@ func Eventually(timeout time.Duration, cond func() bool) bool {
 		if time.Now().After(deadline) {
 			return cond()
 		}
-		time.Sleep(Every)
+		time.Sleep(every)
 	}
 }
 
