@@ -47,6 +47,7 @@ The demo keeps running. Try:
   docker compose up -d --scale web=5           # more replicas
   docker stop xdplb-web-2                      # one replica less
   docker exec xdplb-web-1 /whoami sick         # unhealthy: no new flows (and 'well' to undo)
+  docker restart xdplb-lb-1                    # a new balancer process; every flow carries on
 Stop it with:
   make demo-down                               # docker compose down --remove-orphans
 MSG
