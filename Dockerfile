@@ -50,14 +50,14 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 CMD ["/who
 ENTRYPOINT ["/whoami"]
 CMD ["serve"]
 
-# The load balancer. Needs cap_add NET_ADMIN and SYS_ADMIN, not privileged
-# (see README.md); in docker discovery mode, also the Docker socket.
 # Holds the balancer's network namespace (docker-compose.yml, lbnet). No
 # HEALTHCHECK: it has nothing to check but that it runs.
 FROM scratch AS hold
 COPY --from=build /src/bin/xdplb-hold /xdplb-hold
 ENTRYPOINT ["/xdplb-hold"]
 
+# The load balancer. Needs cap_add NET_ADMIN and SYS_ADMIN, not privileged
+# (see README.md); in docker discovery mode, also the Docker socket.
 FROM scratch AS xdplb
 COPY --from=build /src/bin/xdplb /xdplb
 EXPOSE 9180/tcp
