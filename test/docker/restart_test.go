@@ -11,11 +11,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xdplb/xdplb/test/testkit"
 )
 
 // `docker restart` of the balancer as docker-compose.yml runs it: in the
@@ -115,21 +116,9 @@ func slowGet(url string, size, rate int64) error {
 		return err
 	}
 	defer resp.Body.Close()
-	buf := make([]byte, 64<<10)
-	var n int64
-	t0 := time.Now()
-	for {
-		m, err := resp.Body.Read(buf)
-		n += int64(m)
-		if ahead := time.Duration(n*int64(time.Second)/rate) - time.Since(t0); ahead > 0 {
-			time.Sleep(ahead)
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("after %d bytes: %w", n, err)
-		}
+	n, err := testkit.ReadPaced(resp.Body, rate, nil)
+	if err != nil {
+		return err
 	}
 	if n != size {
 		return fmt.Errorf("got %d of %d bytes", n, size)
@@ -223,85 +212,39 @@ func TestDockerRestartKeepsFlows(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("XDPLB_DOCKER_RESTARTS")); err == nil {
 		restarts = v
 	}
-	p := startProber(url)
+	hc = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	p := testkit.StartProber(func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	})
 	var gaps, quiet []time.Duration
 	for i := 0; i < restarts; i++ {
 		q0 := time.Now()
 		time.Sleep(1500 * time.Millisecond)
-		quiet = append(quiet, p.longestGap(q0, time.Now()))
+		q, _ := p.LongestGap(q0, time.Now())
+		quiet = append(quiet, q)
 		r0 := time.Now()
 		mustDocker(t, "restart", "-t", "10", e.lb)
 		e.waitLBHealthy(10 * time.Second)
 		time.Sleep(500 * time.Millisecond)
-		gaps = append(gaps, p.longestGap(r0, time.Now()))
+		g, _ := p.LongestGap(r0, time.Now())
+		gaps = append(gaps, g)
 	}
-	fails, answered := p.stop()
-	if fails != 0 {
-		t.Errorf("%d of %d new connections failed across %d docker restarts, want 0", fails, fails+answered, restarts)
+	failures, answered := p.Stop()
+	if len(failures) != 0 {
+		t.Errorf("%d of %d new connections failed across %d docker restarts, want 0, e.g. %s", len(failures), len(failures)+answered, restarts, failures[0])
 	}
 	slices.Sort(gaps)
 	slices.Sort(quiet)
 	t.Logf("%d docker restarts, a new connection every 5 ms (%d answered): longest interval without an answer median %s (min %s, max %s); in windows without a restart median %s (max %s)",
 		restarts, answered, gaps[len(gaps)/2].Round(time.Millisecond), gaps[0].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond),
 		quiet[len(quiet)/2].Round(time.Millisecond), quiet[len(quiet)-1].Round(time.Millisecond))
-}
-
-// prober opens a new connection to a URL every 5 ms and records when each
-// was answered.
-type prober struct {
-	mu     sync.Mutex
-	oks    []time.Time
-	fails  int
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-}
-
-func startProber(url string) *prober {
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &prober{cancel: cancel}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-		for ctx.Err() == nil {
-			resp, err := hc.Get(url)
-			if err == nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-			p.mu.Lock()
-			if err == nil {
-				p.oks = append(p.oks, time.Now())
-			} else if ctx.Err() == nil {
-				p.fails++
-			}
-			p.mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	return p
-}
-
-// longestGap is the longest interval in [from, to] without an answer.
-func (p *prober) longestGap(from, to time.Time) time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var gap time.Duration
-	prev := from
-	for _, at := range p.oks {
-		if at.Before(from) || at.After(to) {
-			continue
-		}
-		gap = max(gap, at.Sub(prev))
-		prev = at
-	}
-	return max(gap, to.Sub(prev))
-}
-
-func (p *prober) stop() (fails, answered int) {
-	p.cancel()
-	p.wg.Wait()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.fails, len(p.oks)
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplb/xdplb/pkg/abi"
+	"github.com/xdplb/xdplb/test/testkit"
 )
 
 // Flows survive a restart of the balancer: its maps are pinned in a BPF
@@ -62,31 +61,12 @@ func slowDownload(ctx context.Context, c *Node, url string, size int64, rate int
 		return err
 	}
 	defer resp.Body.Close()
-	want := newDataStream(size)
-	got := make([]byte, 256<<10)
-	exp := make([]byte, 256<<10)
-	var off int64
-	t0 := time.Now()
-	for off < size {
-		n, rerr := resp.Body.Read(got)
-		if n > 0 {
-			if m, _ := io.ReadFull(want, exp[:n]); m < n || string(got[:n]) != string(exp[:n]) {
-				return fmt.Errorf("data differs in the %d bytes after byte %d", n, off)
-			}
-			off += int64(n)
-			if ahead := time.Duration(off*int64(time.Second)/rate) - time.Since(t0); ahead > 0 {
-				time.Sleep(ahead)
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return fmt.Errorf("after %d bytes: %w", off, rerr)
-		}
+	n, err := testkit.ReadPaced(resp.Body, rate, checkData(size))
+	if err != nil {
+		return err
 	}
-	if off != size {
-		return fmt.Errorf("got %d of %d bytes", off, size)
+	if n != size {
+		return fmt.Errorf("got %d of %d bytes", n, size)
 	}
 	return nil
 }
@@ -230,48 +210,12 @@ func TestHandoverGap(t *testing.T) {
 	d := startDaemon(t, l, o)
 	restarts := int(envSeconds("XDPLB_HANDOVER_RESTARTS", 10) / time.Second)
 
-	var mu sync.Mutex
-	var ok []time.Time
-	var failures []string
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		hc := l.topo.Clients[1].HTTPClient(false, 2*time.Second)
-		for ctx.Err() == nil {
-			_, err := getWhoami(ctx, hc, fmt.Sprintf("http://%s/", l.vip))
-			mu.Lock()
-			if err == nil {
-				ok = append(ok, time.Now())
-			} else if ctx.Err() == nil {
-				failures = append(failures, err.Error())
-			}
-			mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
+	hc := l.topo.Clients[1].HTTPClient(false, 2*time.Second)
+	p := testkit.StartProber(func(ctx context.Context) error {
+		_, err := getWhoami(ctx, hc, fmt.Sprintf("http://%s/", l.vip))
+		return err
+	})
 	rst0 := tcpResets(t, l)
-	// longest is the longest interval between answers in [from, to], and
-	// where it started, relative to from.
-	longest := func(from, to time.Time) (gap, at time.Duration) {
-		mu.Lock()
-		defer mu.Unlock()
-		prev := from
-		for _, a := range ok {
-			if a.Before(from) {
-				continue
-			}
-			if a.After(to) {
-				break
-			}
-			if a.Sub(prev) > gap {
-				gap, at = a.Sub(prev), prev.Sub(from)
-			}
-			prev = a
-		}
-		return gap, at
-	}
 	var gaps, quiet, took []time.Duration
 	var where []string
 	for i := 0; i < restarts; i++ {
@@ -279,7 +223,7 @@ func TestHandoverGap(t *testing.T) {
 		// the same run, for the noise of a shared 2-core machine.
 		c0 := time.Now()
 		time.Sleep(2500 * time.Millisecond)
-		q, _ := longest(c0, time.Now())
+		q, _ := p.LongestGap(c0, time.Now())
 		quiet = append(quiet, q)
 
 		t0 := time.Now()
@@ -289,13 +233,12 @@ func TestHandoverGap(t *testing.T) {
 		restartInstance(t, l, d, fmt.Sprintf("xdplb-%d", i+2))
 		t1 := time.Now()
 		time.Sleep(300 * time.Millisecond)
-		g, at := longest(t0.Add(-100*time.Millisecond), time.Now())
+		g, at := p.LongestGap(t0.Add(-100*time.Millisecond), time.Now())
 		gaps = append(gaps, g)
 		where = append(where, fmt.Sprintf("%s@%s", g.Round(time.Millisecond), (at-100*time.Millisecond).Round(time.Millisecond)))
 		took = append(took, t1.Sub(t0))
 	}
-	stop()
-	wg.Wait()
+	failures, _ := p.Stop()
 	t.Logf("per restart, longest interval between answers @ its start after SIGTERM: %s", strings.Join(where, " "))
 	slices.Sort(gaps)
 	slices.Sort(quiet)

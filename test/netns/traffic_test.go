@@ -24,6 +24,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xdplb/xdplb/test/testkit"
 )
 
 // answer is what whoami's GET / says.
@@ -279,6 +281,31 @@ func (d *dataStream) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// checkData is a testkit.ReadPaced check of a /data body: every byte the
+// generator's for size bytes, the first that differs named.
+func checkData(size int64) func([]byte) error {
+	want := newDataStream(size)
+	exp := make([]byte, 256<<10)
+	var off int64
+	return func(got []byte) error {
+		if len(got) > len(exp) {
+			exp = make([]byte, len(got))
+		}
+		if m, _ := io.ReadFull(want, exp[:len(got)]); m < len(got) {
+			return fmt.Errorf("more than %d bytes", size)
+		}
+		if !bytes.Equal(got, exp[:len(got)]) {
+			i := 0
+			for got[i] == exp[i] {
+				i++
+			}
+			return fmt.Errorf("byte %d differs: got 0x%02x want 0x%02x", off+int64(i), got[i], exp[i])
+		}
+		off += int64(len(got))
+		return nil
+	}
+}
+
 // download GETs /data?size=N and compares every byte with the generator.
 // It returns the answering host and the throughput in MB/s.
 func download(ctx context.Context, hc *http.Client, base string, size int64) (string, float64, error) {
@@ -295,34 +322,12 @@ func download(ctx context.Context, hc *http.Client, base string, size int64) (st
 	if resp.StatusCode != http.StatusOK {
 		return "", 0, fmt.Errorf("GET data: %s", resp.Status)
 	}
-	want := newDataStream(size)
-	got := make([]byte, 256<<10)
-	exp := make([]byte, 256<<10)
-	var off int64
-	for {
-		n, rerr := io.ReadFull(resp.Body, got)
-		if n > 0 {
-			if m, _ := io.ReadFull(want, exp[:n]); m < n {
-				return "", 0, fmt.Errorf("more than %d bytes", size)
-			}
-			if !bytes.Equal(got[:n], exp[:n]) {
-				i := 0
-				for got[i] == exp[i] {
-					i++
-				}
-				return "", 0, fmt.Errorf("byte %d differs: got 0x%02x want 0x%02x", off+int64(i), got[i], exp[i])
-			}
-			off += int64(n)
-		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			return "", 0, fmt.Errorf("after %d bytes: %w", off, rerr)
-		}
+	n, err := testkit.ReadPaced(resp.Body, 0, checkData(size))
+	if err != nil {
+		return "", 0, err
 	}
-	if off != size {
-		return "", 0, fmt.Errorf("got %d of %d bytes", off, size)
+	if n != size {
+		return "", 0, fmt.Errorf("got %d of %d bytes", n, size)
 	}
 	return resp.Header.Get("X-Hostname"), float64(size) / 1e6 / time.Since(t0).Seconds(), nil
 }

@@ -1,7 +1,11 @@
 package testkit
 
 import (
+	"context"
+	"errors"
 	"reflect"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -66,5 +70,45 @@ func TestEventually(t *testing.T) {
 	}
 	if d := time.Since(start); d < 250*time.Millisecond {
 		t.Errorf("gave up after %s, before the timeout", d)
+	}
+}
+
+func TestReadPaced(t *testing.T) {
+	data := strings.Repeat("x", 300<<10)
+	start := time.Now()
+	var seen int
+	n, err := ReadPaced(strings.NewReader(data), 1<<20, func(b []byte) error { seen += len(b); return nil })
+	if err != nil || n != int64(len(data)) || seen != len(data) {
+		t.Fatalf("read %d (checked %d) of %d: %v", n, seen, len(data), err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Errorf("300 KiB at 1 MiB/s took %s, want about 290ms", d)
+	}
+	bad := errors.New("byte 7 differs")
+	if _, err := ReadPaced(strings.NewReader(data), 0, func([]byte) error { return bad }); err != bad {
+		t.Errorf("a check's error came back as %v", err)
+	}
+}
+
+func TestProber(t *testing.T) {
+	var calls atomic.Int32
+	p := StartProber(func(context.Context) error {
+		if calls.Add(1)%2 == 0 {
+			return errors.New("refused")
+		}
+		return nil
+	})
+	from := time.Now()
+	time.Sleep(100 * time.Millisecond)
+	to := time.Now()
+	failures, answered := p.Stop()
+	if answered == 0 || len(failures) == 0 || failures[0] != "refused" {
+		t.Fatalf("answered %d, failures %v", answered, failures)
+	}
+	if gap, _ := p.LongestGap(from, to); gap <= 0 || gap > 80*time.Millisecond {
+		t.Errorf("longest gap %s while answering every other 5 ms", gap)
+	}
+	if gap, at := p.LongestGap(to.Add(time.Second), to.Add(2*time.Second)); gap != time.Second || at != 0 {
+		t.Errorf("a window with no answer: gap %s at %s, want the whole second", gap, at)
 	}
 }
