@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/xdplb/xdplb/test/testkit"
 )
 
@@ -126,16 +124,6 @@ func slowGet(url string, size, rate int64) error {
 	return nil
 }
 
-func testBPFFS(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		t.Fatalf("mounting a BPF filesystem: %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
-	return dir
-}
-
 // TestDockerRestartKeepsFlows: `docker restart` of the balancer with a
 // held keep-alive connection and a download in flight; both complete, no
 // backend resets, new connections work within 2 s of the container being
@@ -145,7 +133,7 @@ func testBPFFS(t *testing.T) string {
 // windows without one.
 func TestDockerRestartKeepsFlows(t *testing.T) {
 	e := newEnv(t)
-	fs := testBPFFS(t)
+	fs := testkit.BPFFS(t)
 	b1, b2 := e.backend("b1"), e.backend("b2")
 	e.waitHealthy(b1, b2)
 	e.startHeldLB(fs)

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/xdplb/xdplb/pkg/abi"
 	"github.com/xdplb/xdplb/test/testkit"
 )
@@ -29,16 +27,6 @@ import (
 // /sys/fs/bpf would die with each instance; the tests pin in a bpffs of
 // their own, mounted where every instance sees it, and unmounted at the
 // end (which frees whatever is still pinned).
-
-func testBPFFS(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		t.Fatalf("mounting a BPF filesystem: %v", err)
-	}
-	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
-	return dir
-}
 
 // restartInstance starts the next instance with the same flags as d and
 // waits until it serves /healthz.
@@ -109,7 +97,7 @@ func resetsSince(t *testing.T, l *lab, before map[string]int64) (int64, string) 
 // counters carry on from where they were.
 func TestHandover(t *testing.T) {
 	l := newLab(t)
-	fs := testBPFFS(t)
+	fs := testkit.BPFFS(t)
 	o := defaultDaemonOpts(l, "generic")
 	o.extra = []string{"--state-dir=" + filepath.Join(fs, "lb")}
 	d := startDaemon(t, l, o)
@@ -204,7 +192,7 @@ func TestHandover(t *testing.T) {
 // next to how long the restart itself took.
 func TestHandoverGap(t *testing.T) {
 	l := newLab(t)
-	fs := testBPFFS(t)
+	fs := testkit.BPFFS(t)
 	o := defaultDaemonOpts(l, "generic")
 	o.extra = []string{"--state-dir=" + filepath.Join(fs, "lb")}
 	d := startDaemon(t, l, o)
@@ -261,7 +249,7 @@ func TestHandoverLayoutMismatch(t *testing.T) {
 		t.Skip("needs bpftool to forge pinned state")
 	}
 	l := newLab(t)
-	dir := filepath.Join(testBPFFS(t), "lb")
+	dir := filepath.Join(testkit.BPFFS(t), "lb")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}

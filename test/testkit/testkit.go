@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Every is how often Eventually looks: often enough that a wait ends
@@ -129,4 +131,17 @@ func ParseLogfmt(line string) LogLine {
 		i = k
 	}
 	return f
+}
+
+// BPFFS mounts a BPF filesystem of the test's own in a temporary
+// directory, where a balancer under test pins its state. Unmounting it at
+// the end frees whatever is still pinned there. Needs root.
+func BPFFS(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mounting a BPF filesystem: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
 }
