@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -129,8 +130,16 @@ func newProject(t *testing.T, h *dockerharness.H, root string, env []string, fil
 }
 
 func (p *project) compose(args ...string) (string, error) {
-	full := append([]string{"compose", "-p", p.name}, composeFiles(p)...)
-	return run(context.Background(), p.root, p.env, "docker", append(full, args...)...)
+	return p.composeWith(nil, args...)
+}
+
+// composeWith is compose with more environment for the compose file.
+func (p *project) composeWith(env []string, args ...string) (string, error) {
+	full := []string{"compose", "-p", p.name}
+	for _, f := range p.files {
+		full = append(full, "-f", f)
+	}
+	return run(context.Background(), p.root, append(slices.Clone(p.env), env...), "docker", append(full, args...)...)
 }
 
 func (p *project) mustCompose(args ...string) string {
@@ -147,8 +156,11 @@ func (p *project) mustCompose(args ...string) string {
 // from ensureImages.
 func (p *project) up(extra ...string) {
 	p.t.Helper()
-	args := append([]string{"up", "-d", "--wait", "--wait-timeout", "90", "--no-build", "--pull", "never"}, extra...)
-	p.mustCompose(args...)
+	p.mustCompose(upArgs(extra...)...)
+}
+
+func upArgs(extra ...string) []string {
+	return append([]string{"up", "-d", "--wait", "--wait-timeout", "90", "--no-build", "--pull", "never"}, extra...)
 }
 
 // lbLog is the balancer's whole log, without the Compose prefix.

@@ -246,9 +246,7 @@ func upgradeKeepsFlows(t *testing.T, p *project, lbIP, url string) {
 	holder, lb := p.one("lbnet"), p.one("lb")
 	s := holdEcho(t, lbIP)
 	defer s.Close()
-	up := append([]string{"compose", "-p", p.name}, composeFiles(p)...)
-	up = append(up, "up", "-d", "--wait", "--wait-timeout", "90", "--no-build", "--pull", "never")
-	if out, err := run(context.Background(), p.root, append(append([]string{}, p.env...), "XDPLB_IMAGE="+img), "docker", up...); err != nil {
+	if out, err := p.composeWith([]string{"XDPLB_IMAGE=" + img}, upArgs()...); err != nil {
 		t.Fatalf("up -d with a new balancer image: %v\n%s", err, out)
 	}
 	if now := p.one("lbnet"); now.ID != holder.ID {
@@ -270,14 +268,6 @@ func upgradeKeepsFlows(t *testing.T, p *project, lbIP, url string) {
 		t.Errorf("the upgraded balancer did not adopt the pinned state")
 	}
 	t.Logf("up -d with a new balancer image: lb recreated, lbnet kept, the held echo session went on, 20 new connections answered")
-}
-
-func composeFiles(p *project) []string {
-	var out []string
-	for _, f := range p.files {
-		out = append(out, "-f", f)
-	}
-	return out
 }
 
 // echoSession is a TCP session to the echo port (9000/tcp) through the
